@@ -1,0 +1,1 @@
+"""Query API with auth and the live dashboard."""

@@ -1,0 +1,48 @@
+"""`guardian`: the one command line for every operation of the platform.
+
+Sub-commands live next to the code they drive and are imported only when used,
+so `guardian stack status` does not pay for importing Faust.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from guardian.logs import configure_logging
+from guardian.settings import get_settings
+
+# name -> "module:attribute" of a click command or group
+SUBCOMMANDS: dict[str, str] = {
+    "stack": "guardian.stack.cli:stack",
+    "schemas": "schemas.cli:schemas",
+    "worker": "stream_processors.cli:worker",
+    "dlq": "stream_processors.cli:dlq",
+    "demo": "guardian.demo:demo",
+    "bench": "bench.cli:bench",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="guardian-ingestion")
+def cli() -> None:
+    """Guardian ingestion platform."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+def main() -> None:
+    cli()

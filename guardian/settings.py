@@ -1,0 +1,79 @@
+"""The one settings object. Every knob is an environment variable with the GUARDIAN_ prefix.
+
+Defaults point at the local stack that `guardian stack up` starts on non-default
+loopback ports, so nothing here collides with services already on the host.
+Secrets (the API token, the database password outside the local stack) have no
+defaults that would work in production: see `require_secret`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GUARDIAN_", extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers (host:port,...).")
+    events_topic: str = Field("guardian.events.v1", description="Topic of guardrail events, keyed by symbol.")
+    alerts_topic: str = Field("guardian.alerts.v1", description="Topic of alert state changes (Avro).")
+    dlq_topic: str = Field("guardian.dlq.v1", description="Dead-letter topic: raw bytes + headers naming why.")
+    events_partitions: int = Field(12, ge=1, description="Partitions of the events topic.")
+    events_retention_hours: int = Field(
+        168, ge=24, description="Retention of the events topic = the replay window (at least 24 h)."
+    )
+    schema_registry_url: str | None = Field(
+        None, description="Confluent schema registry URL; unset = Avro single-object encoding."
+    )
+
+    # --- Redis / PostgreSQL ----------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis for the hot view and alerts.")
+    postgres_dsn: str = Field(
+        "postgresql://guardian@127.0.0.1:15432/guardian",
+        description="PostgreSQL/TimescaleDB DSN. The local stack trusts loopback; set a password elsewhere.",
+    )
+    retention_days: int = Field(7, ge=1, description="Days of events kept in the database.")
+
+    # --- Producer --------------------------------------------------------------
+    producer_id: str | None = Field(None, description="Producer identity; default <host>-<pid>.")
+    spool_dir: Path = Field(REPO_ROOT / ".stack" / "spool", description="Disk spool for events Kafka can't take.")
+
+    # --- Worker ----------------------------------------------------------------
+    worker_web_port: int = Field(16066, description="Faust worker web port (/metrics, health).")
+    worker_group: str = Field("guardian-worker", description="Faust app id = consumer group of the fleet.")
+    worker_data_dir: Path = Field(REPO_ROOT / ".stack" / "worker", description="Faust table state directory.")
+
+    # --- API -------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address the query API listens on.")
+    api_port: int = Field(18080, description="Port of the query API and dashboard.")
+    api_token: str | None = Field(None, description="Bearer token for the API. No default: required to serve.")
+
+    # --- Local stack -----------------------------------------------------------
+    stack_dir: Path = Field(REPO_ROOT / ".stack", description="Data, logs, pids and the Kafka jar cache.")
+    redis_port: int = Field(16379, description="Port of the local Redis.")
+    postgres_port: int = Field(15432, description="Port of the local PostgreSQL.")
+    kafka_port: int = Field(19092, description="Client port of the local Kafka broker.")
+    kafka_controller_port: int = Field(19093, description="KRaft controller port of the local Kafka.")
+    kafka_heap: str = Field("768m", description="JVM heap of the local Kafka broker.")
+
+    log_level: str = Field("INFO", description="Log level of every guardian process.")
+    log_format: str = Field("console", description="'json' for machine-readable logs, 'console' for people.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def require_secret(value: str | None, variable: str) -> str:
+    """Fail loudly when a secret is missing instead of running with a guessable default."""
+    if not value:
+        raise SystemExit(f"{variable} is not set. It has no default on purpose: set it to a long random value.")
+    return value

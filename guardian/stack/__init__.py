@@ -1,0 +1,1 @@
+"""The local real-process stack: Kafka (KRaft), Redis and PostgreSQL without Docker."""

@@ -1,0 +1,1 @@
+"""The Faust worker fleet: agents, alert rules, checkpoints, replay, worker entry point."""
