@@ -1,0 +1,3 @@
+from guardian.stack.cli import stack
+
+stack()

@@ -1,0 +1,81 @@
+"""`guardian stack up | down | status | start | stop`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from guardian.settings import get_settings
+from guardian.stack.errors import StackError
+
+SERVICES = click.Choice(["kafka", "redis", "postgres"])
+
+
+def _stack():  # imported lazily: the services pull in confluent-kafka and asyncpg
+    from guardian.stack.manager import Stack
+
+    return Stack(get_settings())
+
+
+def _fail(error: StackError) -> None:
+    click.echo(f"guardian stack: {error}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+def stack() -> None:
+    """Run the real local services (Kafka KRaft, Redis, PostgreSQL) without Docker."""
+
+
+@stack.command()
+def up() -> None:
+    """Start every service (installing and downloading what is missing), then report health."""
+    try:
+        _stack().up()
+    except StackError as error:
+        _fail(error)
+    sys.exit(_print_status())
+
+
+@stack.command()
+def down() -> None:
+    """Stop exactly the processes `up` started, by pid."""
+    _stack().down()
+
+
+@stack.command()
+def status() -> None:
+    """Print each service, its address and health; exit 1 when one is not healthy."""
+    sys.exit(_print_status())
+
+
+@stack.command()
+@click.argument("service", type=SERVICES)
+def start(service: str) -> None:
+    """Start one service (fault tests stop and start them one at a time)."""
+    try:
+        _stack().up(only=service)
+    except StackError as error:
+        _fail(error)
+
+
+@stack.command()
+@click.argument("service", type=SERVICES)
+def stop(service: str) -> None:
+    """Stop one service."""
+    _stack().down(only=service)
+
+
+def _print_status() -> int:
+    from guardian.stack.health import probe_all
+
+    settings = get_settings()
+    pids = _stack().pids()
+    probes = probe_all(settings)
+    click.echo(f"{'service':<9} {'address':<36} {'pid':>7}  {'health':<9} detail")
+    for probe in probes:
+        pid = pids.get(probe.name)
+        health = "healthy" if probe.healthy else "DOWN"
+        click.echo(f"{probe.name:<9} {probe.address:<36} {pid or '-':>7}  {health:<9} {probe.detail}")
+    return 0 if all(p.healthy for p in probes) else 1

@@ -1,0 +1,5 @@
+"""Errors of the local stack: each one says what happened and what to do."""
+
+
+class StackError(RuntimeError):
+    """A problem starting or stopping a local service; the message names the fix."""
