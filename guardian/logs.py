@@ -10,9 +10,7 @@ import structlog
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Route stdlib and structlog records through one renderer: JSON for machines, key=value for people."""
-    renderer = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -51,9 +51,11 @@ async def _postgres_mode(dsn: str, timeout: float) -> tuple[str, str]:
     conn = await asyncpg.connect(dsn, timeout=timeout)
     try:
         version = await conn.fetchval("SHOW server_version")
-        mode = await conn.fetchval(
-            "SELECT value FROM guardian_meta WHERE key = 'storage_mode'"
-        ) if await conn.fetchval("SELECT to_regclass('guardian_meta') IS NOT NULL") else None
+        mode = (
+            await conn.fetchval("SELECT value FROM guardian_meta WHERE key = 'storage_mode'")
+            if await conn.fetchval("SELECT to_regclass('guardian_meta') IS NOT NULL")
+            else None
+        )
     finally:
         await conn.close()
     return version, mode or "schema not applied"

@@ -54,9 +54,21 @@ class PostgresService:
         if self.user:
             _chown_tree(self.home, self.user)
         result = subprocess.run(
-            [f"{bin_dir}/initdb", "-D", str(self.data), "-U", ROLE, "--auth=trust", "-E", "UTF8",
-             "--locale=C.UTF-8", "--no-instructions"],
-            capture_output=True, text=True, user=self.user,
+            [
+                f"{bin_dir}/initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                ROLE,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            user=self.user,
         )
         if result.returncode != 0:
             raise StackError(f"initdb failed for {self.data}:\n{result.stdout}{result.stderr}")
@@ -75,12 +87,22 @@ class PostgresService:
                 )
             self._initdb(bin_dir)
         options = [
-            "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.settings.postgres_port}",
-            "-c", f"unix_socket_directories={self.home}", "-c", "timezone=UTC",
-            "-c", "shared_buffers=256MB", "-c", "max_connections=200",
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.settings.postgres_port}",
+            "-c",
+            f"unix_socket_directories={self.home}",
+            "-c",
+            "timezone=UTC",
+            "-c",
+            "shared_buffers=256MB",
+            "-c",
+            "max_connections=200",
             # The stack is for development and tests: fsync stays on so a crash test is honest,
             # but commits need not wait for it.
-            "-c", "synchronous_commit=off",
+            "-c",
+            "synchronous_commit=off",
         ]
         if self.timescaledb_available(bin_dir):
             options += ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off"]
@@ -119,8 +141,10 @@ class PostgresService:
 
 
 def _reachable_by(path: Path, user: str) -> bool:
-    return subprocess.run(["test", "-x", str(path)], user=user).returncode == 0 if path.exists() else (
-        _reachable_by(path.parent, user)
+    return (
+        subprocess.run(["test", "-x", str(path)], user=user).returncode == 0
+        if path.exists()
+        else (_reachable_by(path.parent, user))
     )
 
 

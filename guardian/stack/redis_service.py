@@ -29,12 +29,28 @@ class RedisService:
         ensure_port_free(self.settings.redis_port, "redis", "GUARDIAN_REDIS_PORT")
         self.home.mkdir(parents=True, exist_ok=True)
         port = str(self.settings.redis_port)
-        self.process.spawn([
-            binary, "--port", port, "--bind", "127.0.0.1", "--dir", str(self.home),
-            # AOF with fsync every second: the hot view survives a restart, at ~1 s of exposure.
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--daemonize", "no", "--protected-mode", "yes",
-        ])
+        self.process.spawn(
+            [
+                binary,
+                "--port",
+                port,
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.home),
+                # AOF with fsync every second: the hot view survives a restart, at ~1 s of exposure.
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ]
+        )
         if not wait_until(lambda: self._ready(port), timeout=20):
             raise StackError(f"Redis did not start. Last log lines:\n{self.process.log_tail()}")
         return note

@@ -43,7 +43,9 @@ def postgres_bin_dir() -> str:
         install_packages("postgresql")
         found = newest()
     if found is None:
-        raise StackError("the PostgreSQL server is not installed and could not be installed: apt-get install postgresql")
+        raise StackError(
+            "the PostgreSQL server is not installed and could not be installed: apt-get install postgresql"
+        )
     return found
 
 

@@ -15,9 +15,7 @@ LOCK_ID = 0x6775617264  # "guard": any constant shared by every applier
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) pairs in version order."""
-    files = sorted(
-        (f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
-    )
+    files = sorted((f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 
