@@ -9,6 +9,7 @@ A service that is not reachable is an error with the command that fixes it, neve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -74,7 +75,5 @@ def new_topic(settings: Settings) -> Callable[..., str]:
     yield make
     if created:
         for future in admin.delete_topics(created).values():
-            try:
+            with contextlib.suppress(Exception):  # cleanup only; the topic may already be gone
                 future.result(timeout=30)
-            except Exception:  # cleanup only; the topic may already be gone
-                pass
