@@ -151,13 +151,17 @@ class KafkaService:
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
+    def preflight(self) -> None:
+        java_binary()
+        if self.process.pid() is None:
+            ensure_port_free(self.settings.kafka_port, "kafka", "GUARDIAN_KAFKA_PORT")
+            ensure_port_free(self.settings.kafka_controller_port, "kafka controller", "GUARDIAN_KAFKA_CONTROLLER_PORT")
+
     def start(self) -> str:
         if self.process.pid() is not None:
             return "already running"
         note = "recovered after a crash (stale pid file)" if self.process.stale_pid_file() else "started"
         java = java_binary()
-        ensure_port_free(self.settings.kafka_port, "kafka", "GUARDIAN_KAFKA_PORT")
-        ensure_port_free(self.settings.kafka_controller_port, "kafka controller", "GUARDIAN_KAFKA_CONTROLLER_PORT")
         downloaded = self.fetch()
         self.home.mkdir(parents=True, exist_ok=True)
         self._write_config()

@@ -19,6 +19,7 @@ class Service(Protocol):
 
     @property
     def address(self) -> str: ...
+    def preflight(self) -> None: ...
     def start(self) -> str: ...
     def stop(self) -> bool: ...
 
@@ -34,9 +35,11 @@ class Stack:
         self.services: dict[str, Service] = {"redis": self.redis, "postgres": self.postgres, "kafka": self.kafka}
 
     def up(self, report: Callable[[str], None] = print, only: str | None = None) -> None:
-        for name, service in self.services.items():
-            if only and name != only:
-                continue
+        chosen = {name: service for name, service in self.services.items() if only in (None, name)}
+        # Every prerequisite is checked before anything starts, so a failure leaves nothing half-up.
+        for service in chosen.values():
+            service.preflight()
+        for name, service in chosen.items():
             began = time.monotonic()
             outcome = service.start()
             report(f"{name:<9} {service.address:<16} {outcome} ({time.monotonic() - began:.1f} s)")

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -73,12 +74,15 @@ class PostgresService:
         if result.returncode != 0:
             raise StackError(f"initdb failed for {self.data}:\n{result.stdout}{result.stderr}")
 
+    def preflight(self) -> None:
+        if self.process.pid() is None:
+            ensure_port_free(self.settings.postgres_port, "postgres", "GUARDIAN_POSTGRES_PORT")
+
     def start(self) -> str:
         if self.process.pid() is not None:
             return "already running"
         note = "recovered after a crash (stale pid file)" if self.process.stale_pid_file() else "started"
         bin_dir = postgres_bin_dir()
-        ensure_port_free(self.settings.postgres_port, "postgres", "GUARDIAN_POSTGRES_PORT")
         if not (self.data / "PG_VERSION").exists():
             if self.data.exists() and any(self.data.iterdir()):
                 raise StackError(
@@ -141,11 +145,10 @@ class PostgresService:
 
 
 def _reachable_by(path: Path, user: str) -> bool:
-    return (
-        subprocess.run(["test", "-x", str(path)], user=user).returncode == 0
-        if path.exists()
-        else (_reachable_by(path.parent, user))
-    )
+    if not path.exists():
+        return _reachable_by(path.parent, user)
+    test = shutil.which("test") or "/usr/bin/test"  # PATH may be minimal; coreutils' test is always there
+    return subprocess.run([test, "-x", str(path)], user=user).returncode == 0
 
 
 def _chown_tree(path: Path, user: str) -> None:

@@ -21,12 +21,15 @@ class RedisService:
     def address(self) -> str:
         return f"127.0.0.1:{self.settings.redis_port}"
 
+    def preflight(self) -> None:
+        if self.process.pid() is None:
+            ensure_port_free(self.settings.redis_port, "redis", "GUARDIAN_REDIS_PORT")
+
     def start(self) -> str:
         if self.process.pid() is not None:
             return "already running"
         note = "recovered after a crash (stale pid file)" if self.process.stale_pid_file() else "started"
         binary = redis_server_binary()
-        ensure_port_free(self.settings.redis_port, "redis", "GUARDIAN_REDIS_PORT")
         self.home.mkdir(parents=True, exist_ok=True)
         port = str(self.settings.redis_port)
         self.process.spawn(
