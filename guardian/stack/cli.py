@@ -39,6 +39,12 @@ def up() -> None:
 
 
 @stack.command()
+def init() -> None:
+    """Apply database migrations and create the topics on the configured services; start nothing."""
+    _stack().init()
+
+
+@stack.command()
 def down() -> None:
     """Stop exactly the processes `up` started, by pid."""
     _stack().down()

@@ -206,7 +206,8 @@ class KafkaService:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         s = self.settings
-        admin = AdminClient({"bootstrap.servers": self.address})
+        # The configured bootstrap, not the local port: `guardian stack init` runs this against any cluster.
+        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
         existing = admin.list_topics(timeout=10).topics
         retention_ms = str(s.events_retention_hours * 3600 * 1000)
         wanted = {

@@ -49,6 +49,12 @@ class Stack:
                 for action in self.kafka.ensure_topics():
                     report(f"{'':<9} {'':<16} {action}")
 
+    def init(self, report: Callable[[str], None] = print) -> None:
+        """Schema and topics on already-running services (Docker, a managed cluster): starts nothing."""
+        self._migrate(report)
+        for action in self.kafka.ensure_topics():
+            report(action)
+
     def _migrate(self, report: Callable[[str], None]) -> None:
         from sinks.migrations import apply_migrations
 
