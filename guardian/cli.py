@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 
 import click
+from pydantic import ValidationError
 
 from guardian.logs import configure_logging
-from guardian.settings import get_settings
+from guardian.settings import describe_config_error, get_settings
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
@@ -40,7 +41,10 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="guardian-ingestion")
 def cli() -> None:
     """Guardian ingestion platform."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        raise click.ClickException(describe_config_error(error)) from None
     configure_logging(settings.log_level, settings.log_format)
 
 

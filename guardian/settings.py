@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +22,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GUARDIAN_", extra="ignore")
 
     # --- Kafka -----------------------------------------------------------------
-    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers (host:port,...).")
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers (host:port,...). Default: the local stack's port."
+    )
     events_topic: str = Field("guardian.events.v1", description="Topic of guardrail events, keyed by symbol.")
     alerts_topic: str = Field("guardian.alerts.v1", description="Topic of alert state changes (Avro).")
     dlq_topic: str = Field("guardian.dlq.v1", description="Dead-letter topic: raw bytes + headers naming why.")
@@ -34,10 +37,12 @@ class Settings(BaseSettings):
     )
 
     # --- Redis / PostgreSQL ----------------------------------------------------
-    redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis for the hot view and alerts.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:16379/0", description="Redis for the hot view and alerts. Default: the local stack's port."
+    )
     postgres_dsn: str = Field(
         "postgresql://guardian@127.0.0.1:15432/guardian",
-        description="PostgreSQL/TimescaleDB DSN. The local stack trusts loopback; set a password elsewhere.",
+        description="PostgreSQL/TimescaleDB DSN. Default: the local stack's port, which trusts loopback.",
     )
     retention_days: int = Field(7, ge=1, description="Days of events kept in the database.")
 
@@ -66,10 +71,31 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of every guardian process.")
     log_format: str = Field("console", description="'json' for machine-readable logs, 'console' for people.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _addresses_follow_local_ports(cls, data: Any) -> Any:
+        """Moving a local service to another port moves the address clients use, unless that is set too."""
+        if isinstance(data, dict):
+            kafka = data.get("kafka_port", 19092)
+            data.setdefault("kafka_bootstrap", f"127.0.0.1:{kafka}")
+            data.setdefault("redis_url", f"redis://127.0.0.1:{data.get('redis_port', 16379)}/0")
+            postgres = data.get("postgres_port", 15432)
+            data.setdefault("postgres_dsn", f"postgresql://guardian@127.0.0.1:{postgres}/guardian")
+        return data
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def describe_config_error(error: ValidationError) -> str:
+    """A ValidationError in the variable names people actually set."""
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        lines.append(f"  GUARDIAN_{field.upper()}={problem.get('input')!r}: {problem['msg']}")
+    return "bad configuration:\n" + "\n".join(lines)
 
 
 def require_secret(value: str | None, variable: str) -> str:

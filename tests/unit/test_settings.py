@@ -1,0 +1,48 @@
+"""The settings object and how the CLI reports bad configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guardian.settings import Settings, require_secret
+
+GUARDIAN = str(Path(sys.executable).with_name("guardian"))
+
+
+def test_client_addresses_follow_local_ports(monkeypatch):
+    monkeypatch.setenv("GUARDIAN_KAFKA_PORT", "29092")
+    monkeypatch.setenv("GUARDIAN_REDIS_PORT", "26379")
+    monkeypatch.setenv("GUARDIAN_POSTGRES_PORT", "25432")
+    settings = Settings()
+    assert settings.kafka_bootstrap == "127.0.0.1:29092"
+    assert settings.redis_url == "redis://127.0.0.1:26379/0"
+    assert settings.postgres_dsn.endswith("@127.0.0.1:25432/guardian")
+
+
+def test_an_explicit_address_wins_over_the_port(monkeypatch):
+    monkeypatch.setenv("GUARDIAN_KAFKA_PORT", "29092")
+    monkeypatch.setenv("GUARDIAN_KAFKA_BOOTSTRAP", "broker-1:9092,broker-2:9092")
+    assert Settings().kafka_bootstrap == "broker-1:9092,broker-2:9092"
+
+
+def test_bad_value_is_reported_by_variable_name():
+    result = subprocess.run(
+        [GUARDIAN, "stack", "status"],
+        capture_output=True,
+        text=True,
+        env={"GUARDIAN_EVENTS_RETENTION_HOURS": "2", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode != 0
+    assert "GUARDIAN_EVENTS_RETENTION_HOURS='2'" in result.stderr
+    assert "greater than or equal to 24" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secrets_have_no_usable_default():
+    assert Settings().api_token is None
+    with pytest.raises(SystemExit, match="GUARDIAN_API_TOKEN is not set"):
+        require_secret(Settings().api_token, "GUARDIAN_API_TOKEN")
