@@ -46,3 +46,11 @@ def test_secrets_have_no_usable_default():
     assert Settings().api_token is None
     with pytest.raises(SystemExit, match="GUARDIAN_API_TOKEN is not set"):
         require_secret(Settings().api_token, "GUARDIAN_API_TOKEN")
+
+
+def test_readme_documents_every_variable():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [
+        f"GUARDIAN_{name.upper()}" for name in Settings.model_fields if f"`GUARDIAN_{name.upper()}`" not in readme
+    ]
+    assert not missing, f"README's configuration table lacks {missing}"
