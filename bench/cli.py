@@ -1,0 +1,72 @@
+"""`guardian bench producer | pipeline | all`: print a table, write bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from guardian.settings import get_settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _ensure_stack() -> None:
+    """Benchmarks need the real services; start the local stack if it is not running."""
+    from guardian.stack.health import probe_all
+    from guardian.stack.manager import Stack
+
+    settings = get_settings()
+    if not all(p.healthy for p in probe_all(settings)):
+        Stack(settings).up(report=lambda line: click.echo(f"stack: {line}"))
+
+
+def write_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(f"wrote {path}")
+    return path
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks with a baseline measured in the same run."""
+
+
+@bench.command()
+@click.option("--events", type=int, default=200_000, show_default=True)
+def producer(events: int) -> None:
+    """emit() latency and throughput, broker up and down, against raw Producer.produce()."""
+    from bench.producer import run_producer_bench
+
+    _ensure_stack()
+    write_result("producer", run_producer_bench(get_settings(), events))
+
+
+@bench.command()
+@click.option("--events", type=int, default=200_000, show_default=True)
+def pipeline(events: int) -> None:
+    """End-to-end throughput and latency into Redis, PostgreSQL and alerts, against a plain consumer."""
+    from bench.pipeline import run_pipeline_bench
+
+    _ensure_stack()
+    write_result("pipeline", run_pipeline_bench(get_settings(), events))
+
+
+@bench.command(name="all")
+@click.pass_context
+def run_all(ctx: click.Context) -> None:
+    """Every benchmark in turn."""
+    ctx.invoke(producer)
+    if _has_module("bench.pipeline"):
+        ctx.invoke(pipeline)
+    else:
+        click.echo("bench: pipeline benchmark not available yet (bench/pipeline.py missing)")
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
