@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "dlq": "stream_processors.cli:dlq",
     "demo": "guardian.demo:demo",
     "bench": "bench.cli:bench",
+    "api": "api.cli:api",
 }
 
 
