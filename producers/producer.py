@@ -1,0 +1,407 @@
+"""GuardianProducer: the one object a trading host needs to publish guardrail events.
+
+    with GuardianProducer() as producer:
+        producer.circuit_breaker("AAPL", "CLOSED", "OPEN", reason="5 spikes in 10 s", trip_count=1)
+
+Guarantees
+- emit() never blocks on the network and never raises because of the broker: it encodes,
+  stamps the envelope and hands the bytes to librdkafka's local queue (or to the disk spool).
+- Nothing is lost while Kafka is away: when librdkafka's queue is full, or the broker has not
+  acknowledged anything for `spool_after_s` while events wait, new events go to an append-only
+  disk spool. When the broker answers again, the spool drains in order *before* new events go
+  to Kafka directly, so per-symbol order holds. A spool left by a crash is drained on the next
+  start.
+- Kafka's side: idempotent producer, acks=all, key = symbol (per-symbol order), lz4.
+- Exposure: events already in librdkafka's in-memory queue when an outage starts (at most
+  `spool_after_s` worth) are delivered when the broker returns or written to the spool by
+  close(); only a process killed during that window can lose them.
+- Consumers deduplicate by event_id (and the hot view by producer_id + sequence): a spool
+  re-drain after a failed delivery may send a record twice, never zero times.
+
+flush(timeout) waits until everything emitted so far is acknowledged by Kafka, spool included;
+it returns how many events are still pending. close(timeout) flushes, then writes whatever
+Kafka has not acknowledged to the spool for the next start, and stops the background thread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from prometheus_client import CollectorRegistry
+
+from guardian.logs import get_logger
+from guardian.settings import Settings, get_settings
+from producers.metrics import ProducerCollector
+from producers.spool import FullPolicy, Spool
+from schemas.codec import EventCodec
+
+log = get_logger(__name__)
+
+LATENCY_SPIKE = "io.guardian.events.LatencySpike"
+DRIFT = "io.guardian.events.Drift"
+BREAKER = "io.guardian.events.CircuitBreakerTransition"
+
+
+class GuardianProducer:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        producer_id: str | None = None,
+        topic: str | None = None,
+        bootstrap_servers: str | None = None,
+        spool_dir: Path | None = None,
+        spool_after_s: float = 2.0,
+        spool_max_bytes: int = 1024**3,
+        spool_segment_bytes: int = 64 * 1024**2,
+        spool_full_policy: FullPolicy = FullPolicy.DROP_NEWEST,
+        fsync_interval_ms: int = 100,
+        fsync_every_records: int = 0,
+        kafka_config: dict[str, Any] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        settings = settings or get_settings()
+        self.host = socket.gethostname()
+        self.producer_id = producer_id or settings.producer_id or f"{self.host}-{os.getpid()}"
+        self.topic = topic or settings.events_topic
+        self._codec = EventCodec(registry_url=settings.schema_registry_url)
+        self._spool = Spool(
+            (spool_dir or settings.spool_dir / self.producer_id),
+            segment_bytes=spool_segment_bytes,
+            max_bytes=spool_max_bytes,
+            fsync_every_records=fsync_every_records,
+            full_policy=spool_full_policy,
+        )
+        self._lock_file = _lock_directory(self._spool.directory)
+        config = {
+            "bootstrap.servers": bootstrap_servers or settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 200_000,
+            # Undelivered events stay in librdkafka until close() spools them; a finite timeout
+            # would fail them out of order.
+            "message.timeout.ms": 0,
+            "on_delivery": self._on_delivery,
+            "error_cb": self._on_error,
+            "log_level": 3,
+            **(kafka_config or {}),
+        }
+        self._producer = Producer(config)
+        self._spool_after_s = spool_after_s
+        self._fsync_interval_s = fsync_interval_ms / 1000
+        self._lock = threading.Lock()
+        # Event ids: a random 64-bit prefix per producer instance + the sequence, shaped as a
+        # version-8 UUID. Unique like uuid4() at a tenth of its cost on the hot path.
+        prefix = uuid.uuid4().hex
+        self._id_prefix = f"{prefix[:8]}-{prefix[8:12]}-8{prefix[13:16]}-"
+        self._sequence = 0
+        self._counts = dict.fromkeys(("emitted", "delivered", "failed", "spooled", "dropped"), 0)
+        self._outstanding = 0  # direct sends not yet acknowledged
+        self._drain_in_flight = 0
+        self._drain_failed = False
+        self._waiting_since = 0.0  # when the oldest unacknowledged direct send started waiting
+        self._spooling = self._spool.pending_records() > 0  # a crashed process's spool goes first
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._background, name=f"guardian-producer-{self.producer_id}")
+        self._thread.daemon = True
+        self._thread.start()
+        self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        self.metrics_registry.register(ProducerCollector(self.stats, self.producer_id))
+
+    # -- the hot path ---------------------------------------------------------------------------
+    def emit(self, event: dict) -> None:
+        """Publish one event. `event` needs symbol, detector and payload; the envelope is filled in.
+
+        Never blocks on the network, never raises because of Kafka. Raises SchemaMismatchError
+        (a ValueError) for an event that does not match the schema: that is a bug in the caller.
+        """
+        with self._lock:
+            self._sequence += 1
+            sequence = self._sequence
+            event["event_id"] = (
+                f"{self._id_prefix}{0x8000 | (sequence >> 48) & 0x3FFF:04x}-{sequence & 0xFFFFFFFFFFFF:012x}"
+            )
+            event["producer_id"] = self.producer_id
+            event["sequence"] = sequence
+            event["host"] = self.host
+            if "event_time" not in event:
+                event["event_time"] = time.time_ns() // 1000
+            if "severity" not in event:
+                event["severity"] = "INFO"
+            if "schema_version" not in event:
+                event["schema_version"] = 1
+            value = self._codec.encode(event)
+            key = event["symbol"].encode()
+            self._counts["emitted"] += 1
+            if not self._spooling:
+                try:
+                    self._producer.produce(self.topic, value, key)
+                    if self._outstanding == 0:
+                        self._waiting_since = time.monotonic()
+                    self._outstanding += 1
+                    return
+                except BufferError:
+                    log.warning("kafka queue full: spooling to disk", producer_id=self.producer_id)
+                except KafkaException as exc:
+                    log.error("kafka refused the event: spooling to disk", error=str(exc))
+                self._spooling = True
+            self._to_spool(key, value)
+
+    def _to_spool(self, key: bytes, value: bytes) -> None:
+        if self._spool.append(key, value):
+            self._counts["spooled"] += 1
+        else:
+            self._counts["dropped"] += 1
+
+    # -- typed helpers --------------------------------------------------------------------------
+    def latency_spike(
+        self,
+        symbol: str,
+        *,
+        observed_latency_us: int,
+        threshold_us: int,
+        p50_us: int,
+        p99_us: int,
+        p999_us: int,
+        window_seconds: int = 60,
+        z_score: float = 0.0,
+        order_path: str = "new_order",
+        venue: str = "",
+        severity: str | None = None,
+    ) -> None:
+        spike = observed_latency_us > threshold_us
+        self.emit(
+            {
+                "symbol": symbol,
+                "detector": "LATENCY_SPIKE_DETECTOR",
+                "severity": severity or ("WARNING" if spike else "INFO"),
+                "payload": (
+                    LATENCY_SPIKE,
+                    {
+                        "observed_latency_us": observed_latency_us,
+                        "threshold_us": threshold_us,
+                        "p50_us": p50_us,
+                        "p99_us": p99_us,
+                        "p999_us": p999_us,
+                        "window_seconds": window_seconds,
+                        "z_score": float(z_score),
+                        "order_path": order_path,
+                        "venue": venue,
+                    },
+                ),
+            }
+        )
+
+    def drift(
+        self,
+        symbol: str,
+        *,
+        metric: str,
+        expected: float,
+        observed: float,
+        drift_score: float,
+        window_seconds: int = 300,
+        severity: str | None = None,
+    ) -> None:
+        self.emit(
+            {
+                "symbol": symbol,
+                "detector": "DRIFT_MONITOR",
+                "severity": severity or "INFO",
+                "payload": (
+                    DRIFT,
+                    {
+                        "metric": metric,
+                        "expected": float(expected),
+                        "observed": float(observed),
+                        "drift_score": float(drift_score),
+                        "window_seconds": window_seconds,
+                    },
+                ),
+            }
+        )
+
+    def circuit_breaker(
+        self,
+        symbol: str,
+        from_state: str,
+        to_state: str,
+        *,
+        reason: str = "",
+        trip_count: int = 0,
+        cooldown_seconds: int = 0,
+        severity: str | None = None,
+    ) -> None:
+        self.emit(
+            {
+                "symbol": symbol,
+                "detector": "CIRCUIT_BREAKER",
+                "severity": severity or ("CRITICAL" if to_state == "OPEN" else "WARNING"),
+                "payload": (
+                    BREAKER,
+                    {
+                        "from_state": from_state,
+                        "to_state": to_state,
+                        "reason": reason,
+                        "trip_count": trip_count,
+                        "cooldown_seconds": cooldown_seconds,
+                    },
+                ),
+            }
+        )
+
+    # -- delivery -------------------------------------------------------------------------------
+    def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
+        with self._lock:
+            self._outstanding -= 1
+            if error is None:
+                self._counts["delivered"] += 1
+                self._waiting_since = time.monotonic()
+                return
+            self._counts["failed"] += 1
+            self._spooling = True
+            self._to_spool(message.key(), message.value())
+        log.error("delivery failed: event re-spooled", error=str(error))
+
+    def _on_drain_delivery(self, segment: int) -> Any:
+        def callback(error: KafkaError | None, message: Any) -> None:
+            with self._lock:
+                self._drain_in_flight -= 1
+                if error is None:
+                    self._counts["delivered"] += 1
+                    self._spool.ack(segment)
+                else:
+                    self._counts["failed"] += 1
+                    self._drain_failed = True
+
+        return callback
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            log.error("kafka producer fatal error", error=str(error))
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            log.warning("all kafka brokers down", producer_id=self.producer_id)
+
+    # -- the background thread ------------------------------------------------------------------
+    def _background(self) -> None:
+        last_fsync = time.monotonic()
+        while not self._stop.is_set():
+            self._producer.poll(0.02)
+            now = time.monotonic()
+            if now - last_fsync >= self._fsync_interval_s:
+                self._spool.fsync()
+                last_fsync = now
+            with self._lock:
+                if not self._spooling and self._outstanding and now - self._waiting_since > self._spool_after_s:
+                    log.warning(
+                        "kafka has acknowledged nothing for a while: new events go to the disk spool",
+                        waited_s=round(now - self._waiting_since, 1),
+                        waiting_events=self._outstanding,
+                    )
+                    self._spooling = True
+            if self._spooling:
+                self._drain_step()
+
+    def _drain_step(self) -> None:
+        with self._lock:
+            if self._drain_failed:
+                if self._drain_in_flight:
+                    return  # rewind only once every in-flight drain record has settled
+                self._spool.rewind()
+                self._drain_failed = False
+            if self._drain_in_flight >= 50_000:
+                return
+        batch = self._spool.read_batch(5_000)
+        if not batch:
+            with self._lock:
+                if self._spool.pending_records() == 0 and self._drain_in_flight == 0:
+                    self._spooling = False
+                    log.info("spool drained: events go to kafka directly again", producer_id=self.producer_id)
+            return
+        for segment, key, value in batch:
+            callback = self._on_drain_delivery(segment)
+            while True:
+                try:
+                    self._producer.produce(self.topic, value, key, on_delivery=callback)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)  # librdkafka's queue is full: serve callbacks, retry
+                    if self._stop.is_set():
+                        self._spool.rewind()
+                        return
+            with self._lock:
+                self._drain_in_flight += 1
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait up to `timeout` s until Kafka acknowledged every event emitted so far (spool
+        included). Returns the number still pending (0 = all delivered)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = self.pending()
+            if pending == 0:
+                return 0
+            self._producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
+        return self.pending()
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._outstanding + self._spool.pending_records()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush for up to `timeout` s; whatever Kafka has not acknowledged then is written to
+        the spool (none of it is lost) and delivered by the next producer with this spool."""
+        self.flush(timeout)
+        self._stop.set()
+        self._thread.join()
+        # Purge what librdkafka still holds: each purged message comes back through the delivery
+        # callback with an error and is written to the spool there.
+        self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+        self._producer.poll(0)
+        self._producer.flush(0)
+        self._spool.close()
+        self._lock_file.close()
+
+    def __enter__(self) -> GuardianProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        spool = self._spool.snapshot()
+        with self._lock:
+            return {
+                **self._counts,
+                "torn_records": spool.torn_records,
+                "spool_records": spool.records,
+                "spool_bytes": spool.bytes,
+                "queue_depth": len(self._producer),
+                "spooling": int(self._spooling),
+            }
+
+
+def _lock_directory(directory: Path) -> Any:
+    """Hold an exclusive lock on the spool directory: two processes must never share one."""
+    import fcntl
+
+    handle = open(directory / "LOCK", "w")  # noqa: SIM115 - held for the producer's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(
+            f"spool {directory} is in use by another producer process; give each producer its own "
+            "producer_id (GUARDIAN_PRODUCER_ID) or spool_dir"
+        ) from None
+    return handle

@@ -1,0 +1,262 @@
+"""Append-only disk spool for events Kafka cannot take right now.
+
+Layout: `<dir>/<20-digit index>.seg` segment files. A record is
+    u32 length | u32 crc32(body) | body, body = u16 key length | key | value
+(big-endian). Records are appended to the newest segment, which rolls at
+`segment_bytes`. The drain reads records in order and the producer acks each
+one when Kafka confirmed it; a segment is deleted only when every record in it
+has been acked and it is no longer written to. What a process left behind
+(killed with -9, power loss) is re-read on the next open: a torn last record
+(short or with a bad CRC) is cut off and reported, never replayed as garbage.
+
+Thread-safety: every public method takes the spool's lock. Appends are buffered
+and flushed to the OS before a reader could need them; fsync follows the policy
+(`fsync()` called by the owner every N ms, or inline every N records).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from guardian.logs import get_logger
+
+log = get_logger(__name__)
+
+HEADER = struct.Struct(">II")
+KEY_LEN = struct.Struct(">H")
+SEGMENT_SUFFIX = ".seg"
+
+
+class FullPolicy(StrEnum):
+    """What append() does when the spool holds `max_bytes` already.
+
+    DROP_NEWEST (default): refuse the new record; it is counted in `dropped`, logged at ERROR
+        and exported as a metric, so loss is loud and measurable, and the oldest data — the part
+        of history an investigation needs first — is kept.
+    OVERFLOW: keep writing past the bound (disk permitting) and count `overflowed_bytes`:
+        for hosts where losing an event is worse than filling a disk.
+    """
+
+    DROP_NEWEST = "drop_newest"
+    OVERFLOW = "overflow"
+
+
+@dataclass
+class _Segment:
+    index: int
+    path: Path
+    size: int = 0
+    written: int = 0  # records in the file
+    read: int = 0  # records handed to the drain
+    acked: int = 0
+    read_offset: int = 0
+
+
+@dataclass
+class SpoolStats:
+    records: int = 0
+    bytes: int = 0
+    appended: int = 0
+    dropped: int = 0
+    torn_records: int = 0
+    overflowed_bytes: int = 0
+    segments: int = 0
+    recovered_records: int = 0
+
+
+@dataclass
+class Spool:
+    directory: Path
+    segment_bytes: int = 64 * 1024 * 1024
+    max_bytes: int = 1024 * 1024 * 1024
+    fsync_every_records: int = 0  # 0 = only the owner's periodic fsync()
+    full_policy: FullPolicy = FullPolicy.DROP_NEWEST
+    _segments: list[_Segment] = field(default_factory=list, init=False)
+    _writer: object = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _unsynced: int = field(default=0, init=False)
+    _total_bytes: int = field(default=0, init=False)
+    stats: SpoolStats = field(default_factory=SpoolStats, init=False)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._recover()
+
+    # -- recovery -------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        paths = sorted(self.directory.glob(f"*{SEGMENT_SUFFIX}"))
+        for path in paths:
+            segment = _Segment(int(path.stem), path)
+            good_end, count, torn = _scan(path)
+            if torn:
+                # Only the tail can be torn by a crash; everything before it is intact and kept.
+                log.error("spool: torn record cut off", segment=str(path), kept_records=count, cut_bytes=torn)
+                self.stats.torn_records += 1
+                with open(path, "r+b") as handle:
+                    handle.truncate(good_end)
+            segment.size, segment.written = good_end, count
+            if count == 0:
+                path.unlink()
+                continue
+            self._segments.append(segment)
+            self._total_bytes += good_end
+            self.stats.recovered_records += count
+        if self.stats.recovered_records:
+            log.warning(
+                "spool: events left by an earlier process will be delivered first",
+                records=self.stats.recovered_records,
+                directory=str(self.directory),
+            )
+
+    # -- writing --------------------------------------------------------------------------------
+    def append(self, key: bytes, value: bytes) -> bool:
+        """Append one record; False when it was dropped because the spool is full (DROP_NEWEST)."""
+        body_len = KEY_LEN.size + len(key) + len(value)
+        record_len = HEADER.size + body_len
+        with self._lock:
+            if self._total_bytes + record_len > self.max_bytes:
+                if self.full_policy is FullPolicy.DROP_NEWEST:
+                    self.stats.dropped += 1
+                    if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
+                        log.error(
+                            "spool full: dropping newest events",
+                            dropped_total=self.stats.dropped,
+                            max_bytes=self.max_bytes,
+                            directory=str(self.directory),
+                        )
+                    return False
+                self.stats.overflowed_bytes += record_len
+            segment = self._active_segment(record_len)
+            body = KEY_LEN.pack(len(key)) + key + value
+            writer = self._writer
+            writer.write(HEADER.pack(body_len, zlib.crc32(body)))  # type: ignore[attr-defined]
+            writer.write(body)  # type: ignore[attr-defined]
+            # Flushed to the OS at once: the drain may read it next, and a kill -9 loses nothing
+            # the kernel has (fsync is about power loss).
+            writer.flush()  # type: ignore[attr-defined]
+            segment.size += record_len
+            segment.written += 1
+            self._total_bytes += record_len
+            self.stats.appended += 1
+            self._unsynced += 1
+            if self.fsync_every_records and self._unsynced >= self.fsync_every_records:
+                self._fsync_locked()
+            return True
+
+    def _active_segment(self, record_len: int) -> _Segment:
+        if self._segments and self._writer is not None:
+            active = self._segments[-1]
+            if active.size + record_len <= self.segment_bytes or active.size == 0:
+                return active
+        self._close_writer()
+        index = self._segments[-1].index + 1 if self._segments else 0
+        segment = _Segment(index, self.directory / f"{index:020d}{SEGMENT_SUFFIX}")
+        self._writer = open(segment.path, "ab")  # noqa: SIM115 - lives as long as the segment is active
+        self._segments.append(segment)
+        return segment
+
+    def fsync(self) -> None:
+        with self._lock:
+            self._fsync_locked()
+
+    def _fsync_locked(self) -> None:
+        if self._writer is not None and self._unsynced:
+            os.fsync(self._writer.fileno())  # type: ignore[attr-defined]
+            self._unsynced = 0
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._fsync_locked()
+            self._writer.close()  # type: ignore[attr-defined]
+            self._writer = None
+
+    # -- draining -------------------------------------------------------------------------------
+    def read_batch(self, max_records: int) -> list[tuple[int, bytes, bytes]]:
+        """The next records not yet handed out, in order, as (segment index, key, value)."""
+        out: list[tuple[int, bytes, bytes]] = []
+        with self._lock:
+            for segment in self._segments:
+                if segment.read >= segment.written:
+                    continue
+                with open(segment.path, "rb") as handle:
+                    handle.seek(segment.read_offset)
+                    while segment.read < segment.written and len(out) < max_records:
+                        length, crc = HEADER.unpack(handle.read(HEADER.size))
+                        body = handle.read(length)
+                        if zlib.crc32(body) != crc:  # cannot happen for records this process wrote
+                            raise OSError(f"spool record corrupted on disk in {segment.path}")
+                        (key_len,) = KEY_LEN.unpack_from(body)
+                        out.append((segment.index, body[2 : 2 + key_len], body[2 + key_len :]))
+                        segment.read += 1
+                        segment.read_offset += HEADER.size + length
+                if len(out) >= max_records:
+                    break
+        return out
+
+    def ack(self, segment_index: int) -> None:
+        """Kafka confirmed one record of this segment; delete segments that are done."""
+        with self._lock:
+            for segment in self._segments:
+                if segment.index == segment_index:
+                    segment.acked += 1
+                    break
+            self._delete_done_segments()
+
+    def rewind(self) -> None:
+        """A drained record failed: hand out every unacked segment again from its start (duplicates
+        of already-acked records are possible and deduplicated downstream by event id)."""
+        with self._lock:
+            for segment in self._segments:
+                segment.read = segment.acked = segment.read_offset = 0
+
+    def _delete_done_segments(self) -> None:
+        while self._segments:
+            oldest = self._segments[0]
+            if oldest.acked < oldest.written or oldest.read < oldest.written:
+                return
+            if oldest is self._segments[-1] and self._writer is not None:
+                self._close_writer()  # the active one: start a fresh file on the next append
+            oldest.path.unlink(missing_ok=True)
+            self._total_bytes -= oldest.size
+            self._segments.pop(0)
+
+    # -- state ----------------------------------------------------------------------------------
+    def pending_records(self) -> int:
+        """Records in the spool not yet acked (handed out or not)."""
+        with self._lock:
+            return sum(s.written - s.acked for s in self._segments)
+
+    def unread_records(self) -> int:
+        with self._lock:
+            return sum(s.written - s.read for s in self._segments)
+
+    def snapshot(self) -> SpoolStats:
+        with self._lock:
+            self.stats.records = sum(s.written - s.acked for s in self._segments)
+            self.stats.bytes = self._total_bytes
+            self.stats.segments = len(self._segments)
+            return SpoolStats(**vars(self.stats))
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_writer()
+
+
+def _scan(path: Path) -> tuple[int, int, int]:
+    """(end of the last good record, good records, bytes after it) of a segment file."""
+    data = path.read_bytes()
+    offset = count = 0
+    while offset + HEADER.size <= len(data):
+        length, crc = HEADER.unpack_from(data, offset)
+        end = offset + HEADER.size + length
+        if end > len(data) or zlib.crc32(data[offset + HEADER.size : end]) != crc:
+            break
+        offset, count = end, count + 1
+    return offset, count, len(data) - offset
