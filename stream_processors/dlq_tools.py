@@ -1,0 +1,93 @@
+"""Reading and replaying the dead-letter topic (used by `guardian dlq`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from guardian.settings import Settings
+from stream_processors.dlq import headers_dict
+
+REPLAY_GROUP_SUFFIX = "-dlq-replay"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+
+def read_dlq(settings: Settings, limit: int | None, group: str | None = None) -> list[DeadLetter]:
+    """Records from the start (or from `group`'s committed offsets) up to the current end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group or f"{settings.worker_group}-dlq-inspect",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(settings.dlq_topic, timeout=10).topics[settings.dlq_topic].partitions
+        assignment = []
+        ends = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(settings.dlq_topic, p), timeout=10)
+            start = low
+            if group:
+                committed = consumer.committed([TopicPartition(settings.dlq_topic, p)], timeout=10)[0].offset
+                start = max(low, committed) if committed >= 0 else low
+            if start < high:
+                assignment.append(TopicPartition(settings.dlq_topic, p, start))
+                ends[p] = high
+        consumer.assign(assignment)
+        records: list[DeadLetter] = []
+        while ends and (limit is None or len(records) < limit):
+            message = consumer.poll(5.0)
+            if message is None:
+                break
+            if message.error():
+                continue
+            records.append(
+                DeadLetter(
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                    headers_dict(message.headers()),
+                )
+            )
+            if message.offset() + 1 >= ends.get(message.partition(), 0):
+                ends.pop(message.partition(), None)
+        return records
+    finally:
+        consumer.close()
+
+
+def replay_group(settings: Settings) -> str:
+    """The consumer group that remembers how far the DLQ was replayed, so nothing is replayed twice."""
+    return f"{settings.worker_group}{REPLAY_GROUP_SUFFIX}"
+
+
+def replay_records(settings: Settings, records: list[DeadLetter]) -> int:
+    """Re-submit to the events topic, then record the progress in the replay group."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    for record in records:
+        producer.produce(settings.events_topic, record.value, record.key)
+        producer.poll(0)
+    remaining = producer.flush(30)
+    if remaining:
+        raise RuntimeError(f"{remaining} record(s) were not acknowledged by Kafka; run the replay again")
+    done: dict[int, int] = {}
+    for record in records:
+        done[record.partition] = max(done.get(record.partition, 0), record.offset + 1)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": replay_group(settings)})
+    try:
+        consumer.commit(offsets=[TopicPartition(settings.dlq_topic, p, o) for p, o in done.items()], asynchronous=False)
+    finally:
+        consumer.close()
+    return len(records)

@@ -1,0 +1,23 @@
+"""Prometheus metrics of a worker, served on its web port at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("guardian_worker_events", "Events processed", ["agent"])
+BATCH_SIZE = Histogram(
+    "guardian_worker_batch_size", "Events per batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+)
+SINK_SECONDS = Histogram(
+    "guardian_worker_sink_write_seconds",
+    "Time to write one batch into a store (retries included)",
+    ["sink"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DLQ = Counter("guardian_worker_dlq", "Records sent to the dead-letter topic", ["reason"])
+STORE_DOWN = Gauge("guardian_worker_store_down", "1 while a store refuses writes and the worker retries", ["sink"])
+EVENT_LAG = Histogram(
+    "guardian_worker_emit_to_store_seconds",
+    "From event time to stored in every sink",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
