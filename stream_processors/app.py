@@ -124,7 +124,8 @@ async def maintain_partitions() -> None:
 
 @app.page("/metrics")
 async def prometheus_metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    # aiohttp refuses a charset inside content_type; Prometheus' text format is UTF-8 anyway.
+    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
 
 @app.page("/healthz")
