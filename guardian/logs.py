@@ -30,4 +30,17 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    if not structlog.is_configured():
+        # Imported as a library (the trading host): hand records to the stdlib `logging` tree, so
+        # the host's own logging configuration decides where they go. Never print to stdout.
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.stdlib.render_to_log_kwargs,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=True,
+        )
     return structlog.stdlib.get_logger(name)

@@ -1,0 +1,117 @@
+"""GuardianProducer against the real Kafka broker: exactly-once delivery, order, outages, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+
+from guardian.settings import Settings
+from producers import GuardianProducer
+from tests.integration.helpers import GUARDIAN, wait_for
+from tests.integration.kafka_read import assert_per_symbol_order, consume_events
+
+SYMBOLS = [f"P{i:02d}" for i in range(20)]
+
+
+def test_100k_events_each_delivered_once_in_per_symbol_order(settings: Settings, new_topic, tmp_path):
+    topic = new_topic("producer")
+    with GuardianProducer(settings, producer_id="exactly-once", topic=topic, spool_dir=tmp_path) as producer:
+        for i in range(100_000):
+            producer.drift(SYMBOLS[i % 20], metric="m", expected=1.0, observed=1.5, drift_score=0.5)
+        assert producer.flush(60) == 0
+        stats = producer.stats()
+    assert stats["emitted"] == stats["delivered"] == 100_000
+    assert stats["spooled"] == stats["failed"] == stats["dropped"] == 0
+    events = consume_events(settings, topic, 100_000)
+    ids = Counter(e["event_id"] for e in events)
+    assert len(ids) == 100_000 and max(ids.values()) == 1  # each exactly once
+    assert_per_symbol_order(events)
+
+
+def _stack(action: str, service: str) -> None:
+    result = subprocess.run([GUARDIAN, "stack", action, service], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_broker_down_20s_mid_stream_loses_nothing_and_keeps_order(settings: Settings, new_topic, tmp_path):
+    topic = new_topic("outage")
+    total = 50_000
+    outage = threading.Thread(
+        target=lambda: (_stack("stop", "kafka"), time.sleep(20), _stack("start", "kafka")), daemon=True
+    )
+    try:
+        with GuardianProducer(
+            settings, producer_id="outage", topic=topic, spool_dir=tmp_path, spool_after_s=1.0
+        ) as producer:
+            began = time.monotonic()
+            for i in range(total):
+                if i == 5_000:
+                    outage.start()
+                producer.drift(SYMBOLS[i % 20], metric="m", expected=1.0, observed=1.5, drift_score=0.5)
+                # ~1,250 events/s: the stream spans the whole outage
+                time.sleep(max(0.0, began + i / 1250 - time.monotonic()))
+            outage.join(timeout=120)
+            assert producer.flush(120) == 0, producer.stats()
+            stats = producer.stats()
+    finally:
+        if outage.is_alive():
+            outage.join(timeout=120)
+        _stack("start", "kafka")  # idempotent: makes sure later tests have a broker
+    assert stats["spooled"] > 0, "the outage should have sent events to the spool"
+    assert stats["dropped"] == 0
+    events = consume_events(settings, topic, total, timeout=180)
+    ids = Counter(e["event_id"] for e in events)
+    assert len(ids) == total, f"{total - len(ids)} events lost"
+    duplicates = sum(n - 1 for n in ids.values())
+    print(f"outage: spooled={stats['spooled']} duplicates={duplicates} (consumers drop them by event_id)")
+    assert_per_symbol_order(events)
+
+
+CRASHING_PRODUCER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from producers import GuardianProducer
+    from guardian.settings import Settings
+    topic, spool = sys.argv[1], Path(sys.argv[2])
+    # A broker that is not there: the producer must spool.
+    producer = GuardianProducer(Settings(), producer_id="crasher", topic=topic, spool_dir=spool,
+                                bootstrap_servers="127.0.0.1:1", spool_after_s=0.2)
+    producer.drift("C0", metric="m", expected=1.0, observed=2.0, drift_score=1.0)  # waits in memory
+    while not producer.stats()["spooling"]:
+        time.sleep(0.01)
+    for i in range(5000):
+        producer.drift(f"C{i % 5}", metric="m", expected=1.0, observed=2.0, drift_score=float(i))
+    print("spooled", producer.stats()["spool_records"], flush=True)
+    time.sleep(600)  # killed with -9 here
+    """
+)
+
+
+def test_kill_9_with_a_full_spool_then_the_next_process_delivers_it(settings: Settings, new_topic, tmp_path):
+    topic = new_topic("crash")
+    spool = tmp_path / "spool"
+    crasher = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_PRODUCER, topic, str(spool)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = crasher.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("spooled"), line
+        assert int(line.split()[1]) >= 5000
+    finally:
+        os.kill(crasher.pid, signal.SIGKILL)
+        crasher.wait()
+    with GuardianProducer(settings, producer_id="crasher", topic=topic, spool_dir=spool) as successor:
+        assert successor.stats()["spool_records"] >= 5000
+        wait_for(lambda: successor.flush(1) == 0, 60, "the successor to drain the spool")
+    events = consume_events(settings, topic, 5000)
+    drift_scores = {e["payload"][1]["drift_score"] for e in events}
+    assert drift_scores >= {float(i) for i in range(5000)}, "events from the spool are missing"
+    assert_per_symbol_order([e for e in events if e["producer_id"] == "crasher"])
+    assert list(spool.glob("*.seg")) == []
