@@ -25,6 +25,7 @@ Kafka has not acknowledged to the spool for the next start, and stops the backgr
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -93,7 +94,9 @@ class GuardianProducer:
             "message.timeout.ms": 0,
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
-            "log_level": 3,
+            # librdkafka's own lines ("connection refused" while the broker is away) go to the
+            # host's logging tree instead of straight to stderr.
+            "logger": logging.getLogger("guardian.producer.librdkafka"),
             **(kafka_config or {}),
         }
         self._producer = Producer(config)
