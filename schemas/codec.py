@@ -69,9 +69,11 @@ def released_schemas(stem: str) -> list[dict]:
 
 
 def schema_fingerprint(schema: dict) -> bytes:
-    """CRC-64-AVRO of the Parsing Canonical Form, as the 8 little-endian bytes single-object encoding uses."""
-    value = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
-    return value.to_bytes(8, "little")
+    """CRC-64-AVRO of the Parsing Canonical Form, as the 8 little-endian bytes single-object encoding uses.
+
+    fastavro's hex string already lists the bytes in that order (checked against the spec's
+    reference algorithm in tests/unit/test_codec.py)."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
 
 def _strip_logical_types(schema: Any) -> Any:
@@ -117,9 +119,7 @@ class EventCodec:
         if self._registry is not None:
             from confluent_kafka.schema_registry import Schema
 
-            schema_id = self._registry.register_schema(
-                subject, Schema(json.dumps(_canonical_json(self.schema)), "AVRO")
-            )
+            schema_id = self._registry.register_schema(subject, Schema(json.dumps(_registry_json(self.schema)), "AVRO"))
             self._header = struct.pack(">bI", CONFLUENT_MAGIC, schema_id)
             self._registry_writers[schema_id] = self._plain_schema
         else:
@@ -198,5 +198,11 @@ class EventCodec:
         return writer
 
 
-def _canonical_json(parsed: dict) -> Any:
-    return json.loads(to_parsing_canonical_form(parsed))
+def _registry_json(schema: Any) -> Any:
+    """The schema as registered: fastavro's parsed form minus its private keys, so the registry keeps
+    docs and logical types (the canonical form would drop both)."""
+    if isinstance(schema, dict):
+        return {k: _registry_json(v) for k, v in schema.items() if not k.startswith("__")}
+    if isinstance(schema, list):
+        return [_registry_json(s) for s in schema]
+    return schema
