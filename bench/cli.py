@@ -1,4 +1,4 @@
-"""`guardian bench producer | pipeline | all`: print a table, write bench/results/<name>.json."""
+"""`guardian bench producer | all`: print a table, write bench/results/<name>.json."""
 
 from __future__ import annotations
 
@@ -45,28 +45,8 @@ def producer(events: int) -> None:
     write_result("producer", run_producer_bench(get_settings(), events))
 
 
-@bench.command()
-@click.option("--events", type=int, default=200_000, show_default=True)
-def pipeline(events: int) -> None:
-    """End-to-end throughput and latency into Redis, PostgreSQL and alerts, against a plain consumer."""
-    from bench.pipeline import run_pipeline_bench
-
-    _ensure_stack()
-    write_result("pipeline", run_pipeline_bench(get_settings(), events))
-
-
 @bench.command(name="all")
 @click.pass_context
 def run_all(ctx: click.Context) -> None:
     """Every benchmark in turn."""
     ctx.invoke(producer)
-    if _has_module("bench.pipeline"):
-        ctx.invoke(pipeline)
-    else:
-        click.echo("bench: pipeline benchmark not available yet (bench/pipeline.py missing)")
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
