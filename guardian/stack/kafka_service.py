@@ -158,9 +158,9 @@ class KafkaService:
             ensure_port_free(self.settings.kafka_controller_port, "kafka controller", "GUARDIAN_KAFKA_CONTROLLER_PORT")
 
     def start(self) -> str:
-        if self.process.pid() is not None:
+        note = self.process.start_note()
+        if note is None:
             return "already running"
-        note = "recovered after a crash (stale pid file)" if self.process.stale_pid_file() else "started"
         java = java_binary()
         downloaded = self.fetch()
         self.home.mkdir(parents=True, exist_ok=True)

@@ -79,9 +79,9 @@ class PostgresService:
             ensure_port_free(self.settings.postgres_port, "postgres", "GUARDIAN_POSTGRES_PORT")
 
     def start(self) -> str:
-        if self.process.pid() is not None:
+        note = self.process.start_note()
+        if note is None:
             return "already running"
-        note = "recovered after a crash (stale pid file)" if self.process.stale_pid_file() else "started"
         bin_dir = postgres_bin_dir()
         if not (self.data / "PG_VERSION").exists():
             if self.data.exists() and any(self.data.iterdir()):

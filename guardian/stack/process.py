@@ -47,6 +47,12 @@ class ManagedProcess:
         """True when a pid file exists but its process is gone: the last run crashed or was killed."""
         return self.pid_file.exists() and self.pid() is None
 
+    def start_note(self) -> str | None:
+        """None when our process already runs; otherwise the word for the start about to happen."""
+        if self.pid() is not None:
+            return None
+        return "recovered after a crash (stale pid file)" if self.stale_pid_file() else "started"
+
     def spawn(self, argv: Sequence[str], env: dict[str, str] | None = None, user: str | None = None) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,9 @@ class RedisService:
             ensure_port_free(self.settings.redis_port, "redis", "GUARDIAN_REDIS_PORT")
 
     def start(self) -> str:
-        if self.process.pid() is not None:
+        note = self.process.start_note()
+        if note is None:
             return "already running"
-        note = "recovered after a crash (stale pid file)" if self.process.stale_pid_file() else "started"
         binary = redis_server_binary()
         self.home.mkdir(parents=True, exist_ok=True)
         port = str(self.settings.redis_port)

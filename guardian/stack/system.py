@@ -21,14 +21,21 @@ def install_packages(*packages: str) -> None:
         )
 
 
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
+def _command_or_install(command: str, package: str, purpose: str) -> str:
+    """The path of `command`, installing its Debian package first when it is missing."""
+    found = shutil.which(command)
     if found is None:
-        install_packages("redis-server")
-        found = shutil.which("redis-server")
+        install_packages(package)
+        found = shutil.which(command)
     if found is None:
-        raise StackError("redis-server is not installed and could not be installed: apt-get install redis-server")
+        raise StackError(
+            f"{command} is not installed ({purpose}) and could not be installed: apt-get install {package}"
+        )
     return found
+
+
+def redis_server_binary() -> str:
+    return _command_or_install("redis-server", "redis-server", "the hot view's store")
 
 
 def postgres_bin_dir() -> str:
@@ -74,10 +81,4 @@ def _java_major(version_output: str) -> int | None:
 
 
 def maven_binary() -> str:
-    found = shutil.which("mvn")
-    if found is None:
-        install_packages("maven")
-        found = shutil.which("mvn")
-    if found is None:
-        raise StackError("Maven is not installed; it fetches Kafka from Maven Central: apt-get install maven")
-    return found
+    return _command_or_install("mvn", "maven", "it fetches Kafka from Maven Central")
