@@ -1,0 +1,95 @@
+"""Worker fault tolerance: stores that go away, workers that die. Nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+
+import redis
+
+from guardian.settings import Settings
+from producers import GuardianProducer
+from tests.integration.helpers import GUARDIAN, WorkerProcess, pg_fetchval, rows_for_producer, wait_for
+
+
+def _stack(action: str, service: str) -> None:
+    result = subprocess.run([GUARDIAN, "stack", action, service], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _emit_steadily(settings: Settings, topic: str, producer_id: str, total: int, rate: int, spool) -> None:
+    with GuardianProducer(settings, producer_id=producer_id, topic=topic, spool_dir=spool) as producer:
+        began = time.monotonic()
+        for i in range(total):
+            producer.drift(f"F{i % 8}", metric="m", expected=1.0, observed=1.0 + i, drift_score=float(i))
+            time.sleep(max(0.0, began + i / rate - time.monotonic()))
+        assert producer.flush(60) == 0
+
+
+def test_postgres_then_redis_down_20s_each_mid_stream(settings: Settings, new_topic, tmp_path):
+    topic = new_topic("faults")
+    worker = WorkerProcess(topic, tmp_path).start()
+    producer_id = f"faults-{uuid.uuid4().hex[:8]}"
+    total = 30_000
+    emitter = threading.Thread(
+        target=_emit_steadily, args=(settings, topic, producer_id, total, 500, tmp_path / "spool")
+    )
+    try:
+        emitter.start()
+        wait_for(lambda: rows_for_producer(settings, producer_id) > 1000, 60, "the first rows")
+        _stack("stop", "postgres")
+        time.sleep(20)  # the outage itself is the point here, not a synchronisation
+        _stack("start", "postgres")
+        wait_for(lambda: rows_for_producer(settings, producer_id) > 12_000, 120, "rows after PostgreSQL returned")
+        _stack("stop", "redis")
+        time.sleep(20)
+        _stack("start", "redis")
+        emitter.join(timeout=300)
+        wait_for(lambda: rows_for_producer(settings, producer_id) >= total, 180, "every row")
+        assert rows_for_producer(settings, producer_id) == total  # unique rows == unique events
+        assert worker.alive(), "the worker crashed:\n" + worker.log()[-3000:]
+        client = redis.Redis.from_url(settings.redis_url)
+
+        def hot_view_caught_up() -> bool:
+            latest = [json.loads(client.get(f"guardian:latest:F{s}:DRIFT_MONITOR") or "{}") for s in range(8)]
+            return all(e.get("producer_id") == producer_id and e["sequence"] > total - 8 for e in latest)
+
+        wait_for(hot_view_caught_up, 60, "the hot view to hold the last event of every symbol")
+        duplicates = pg_fetchval(
+            settings.postgres_dsn,
+            "SELECT count(*) - count(DISTINCT event_id) FROM guardian_events WHERE producer_id = $1",
+            producer_id,
+        )
+        assert duplicates == 0
+        assert "sink write failed; retrying" in worker.log()
+    finally:
+        _stack("start", "postgres")
+        _stack("start", "redis")
+        worker.stop()
+        emitter.join(timeout=60)
+
+
+def test_three_workers_one_killed_mid_batch(settings: Settings, new_topic, tmp_path):
+    topic = new_topic("fleet")
+    group = f"fleet-{uuid.uuid4().hex[:8]}"
+    workers = [WorkerProcess(topic, tmp_path, group=group).start() for _ in range(3)]
+    producer_id = f"fleet-{uuid.uuid4().hex[:8]}"
+    total = 30_000
+    emitter = threading.Thread(
+        target=_emit_steadily, args=(settings, topic, producer_id, total, 2000, tmp_path / "spool")
+    )
+    try:
+        emitter.start()
+        wait_for(lambda: rows_for_producer(settings, producer_id) > 5000, 90, "the fleet to store events")
+        workers[0].kill()  # SIGKILL: no chance to commit or leave the group
+        emitter.join(timeout=300)
+        wait_for(lambda: rows_for_producer(settings, producer_id) >= total, 180, "every row after the rebalance")
+        assert rows_for_producer(settings, producer_id) == total
+        assert all(w.alive() for w in workers[1:]), "a surviving worker crashed"
+    finally:
+        for worker in workers:
+            worker.stop()
+        emitter.join(timeout=60)
