@@ -1,4 +1,4 @@
-"""`guardian bench producer | all`: print a table, write bench/results/<name>.json."""
+"""`guardian bench producer | pipeline | all`: print a table, write bench/results/<name>.json."""
 
 from __future__ import annotations
 
@@ -45,8 +45,20 @@ def producer(events: int) -> None:
     write_result("producer", run_producer_bench(get_settings(), events))
 
 
+@bench.command()
+@click.option("--events", type=int, default=100_000, show_default=True, help="Events for the throughput run.")
+@click.option("--rate", type=int, default=5000, show_default=True, help="Events/s of the latency run.")
+def pipeline(events: int, rate: int) -> None:
+    """End-to-end throughput into PostgreSQL + Redis and emit->Redis latency, against a plain consumer."""
+    from bench.pipeline import run_pipeline_bench
+
+    _ensure_stack()
+    write_result("pipeline", run_pipeline_bench(get_settings(), events, rate))
+
+
 @bench.command(name="all")
 @click.pass_context
 def run_all(ctx: click.Context) -> None:
     """Every benchmark in turn."""
     ctx.invoke(producer)
+    ctx.invoke(pipeline)

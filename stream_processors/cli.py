@@ -20,12 +20,18 @@ def worker(loglevel: str | None) -> None:
         "guardian-worker",
         "worker",
         "--loglevel",
-        (loglevel or settings.log_level).lower(),
+        _faust_level(loglevel or settings.log_level),
         "--web-port",
         str(settings.worker_web_port),
         "--web-bind=127.0.0.1",
     ]
     app.main()
+
+
+def _faust_level(level: str) -> str:
+    """Faust knows crit/error/warn/info/debug; the settings use the stdlib names."""
+    level = level.lower()
+    return {"critical": "crit", "warning": "warn"}.get(level, level)
 
 
 @click.group()

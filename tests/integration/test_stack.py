@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from guardian.settings import Settings
+from guardian.stack.process import free_port
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
 
@@ -75,16 +76,10 @@ def test_port_in_use_is_a_clear_error_and_starts_nothing(tmp_path, settings: Set
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_missing_java_is_a_clear_error(tmp_path, settings: Settings):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    ports = {f"GUARDIAN_{name}_PORT": str(_free_port()) for name in ("REDIS", "POSTGRES", "KAFKA", "KAFKA_CONTROLLER")}
+    ports = {f"GUARDIAN_{name}_PORT": str(free_port()) for name in ("REDIS", "POSTGRES", "KAFKA", "KAFKA_CONTROLLER")}
     env = {"GUARDIAN_STACK_DIR": str(tmp_path / "stack"), "PATH": str(bin_dir), **ports}
     result = guardian("stack", "up", env=env)
     assert result.returncode == 2

@@ -1,0 +1,214 @@
+"""Pipeline benchmark: producer -> Kafka -> one Faust worker -> PostgreSQL + Redis, on this machine.
+
+1. Throughput: N events emitted as fast as the producer allows; events/s from the first emit to
+   the last row stored (both stores are written before a batch is acknowledged).
+2. Ceiling, same run, same topic: a plain confluent-kafka consumer loop that only decodes.
+3. Latency at a fixed rate (default 5,000 events/s): emit -> visible in Redis, p50/p99, sampled on
+   every 25th event by a poller reading `guardian:latest:{symbol}:{detector}`.
+lost and duplicated are counted in PostgreSQL against what was emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import click
+import redis
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.machine import describe_machine
+from guardian.settings import Settings
+from guardian.stack.process import free_port
+from producers import GuardianProducer
+from schemas.codec import EventCodec
+
+GUARDIAN = str(Path(sys.executable).with_name("guardian"))
+
+
+def _count(settings: Settings, producer_id: str) -> tuple[int, int]:
+    async def run() -> tuple[int, int]:
+        conn = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, count(DISTINCT event_id) AS u FROM guardian_events WHERE producer_id = $1",
+                producer_id,
+            )
+            return row["n"], row["u"]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 2) if ordered else float("nan")
+
+
+def _start_worker(settings: Settings, topic: str, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "GUARDIAN_EVENTS_TOPIC": topic,
+        "GUARDIAN_WORKER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+        "GUARDIAN_WORKER_WEB_PORT": str(free_port()),
+        "GUARDIAN_WORKER_DATA_DIR": str(workdir / "worker"),
+        "GUARDIAN_LOG_LEVEL": "WARNING",
+    }
+    log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen([GUARDIAN, "worker"], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _throughput(
+    settings: Settings, topic: str, events: int, workdir: Path, worker: subprocess.Popen[bytes]
+) -> dict:
+    producer_id = f"bench-tp-{uuid.uuid4().hex[:6]}"
+    began = time.perf_counter()
+    with GuardianProducer(settings, producer_id=producer_id, topic=topic, spool_dir=workdir / "spool-tp") as p:
+        for i in range(events):
+            p.drift(f"T{i % 20:02d}", metric="m", expected=1.0, observed=1.5, drift_score=float(i))
+        p.flush(120)
+    emitted_s = time.perf_counter() - began
+    deadline = time.monotonic() + 600
+    stored, unique = _count(settings, producer_id)
+    while unique < events and time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise click.ClickException(f"the worker exited ({worker.returncode}); see {workdir / 'worker.log'}")
+        time.sleep(0.1)
+        stored, unique = _count(settings, producer_id)
+    elapsed = time.perf_counter() - began
+    click.echo(f"  throughput: {events} events stored in {elapsed:.1f} s (emitting took {emitted_s:.1f} s)")
+    return {
+        "events": events,
+        "throughput_events_per_s": round(unique / elapsed),
+        "lost": events - unique,
+        "duplicated": stored - unique,
+    }
+
+
+def _ceiling(settings: Settings, topic: str, events: int) -> float:
+    codec = EventCodec()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-ceiling-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    seen = 0
+    began = None
+    deadline = time.monotonic() + 300
+    while seen < events and time.monotonic() < deadline:
+        for message in consumer.consume(5000, timeout=0.5):
+            if message.error() is None:
+                began = began or time.perf_counter()
+                codec.decode(message.value())
+                seen += 1
+    consumer.close()
+    return round(seen / (time.perf_counter() - (began or time.perf_counter())))
+
+
+def _latency(settings: Settings, topic: str, rate: int, seconds: float, workdir: Path) -> dict:
+    producer_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
+    client = redis.Redis.from_url(settings.redis_url)
+    pending: dict[str, tuple[int, float]] = {}  # key -> (sequence, emitted at)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set() or pending:
+            with lock:
+                keys = list(pending)
+            if keys:
+                values = client.mget(keys)
+                now = time.perf_counter()
+                for key, value in zip(keys, values, strict=True):
+                    if value is None:
+                        continue
+                    with lock:
+                        sequence, emitted_at = pending[key]
+                        latest = json.loads(value)
+                        if latest["producer_id"] == producer_id and latest["sequence"] >= sequence:
+                            latencies.append((now - emitted_at) * 1000)
+                            del pending[key]
+            time.sleep(0.001)
+            if done.is_set() and time.perf_counter() - finished_at > 30:
+                break
+
+    finished_at = float("inf")
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    total = int(rate * seconds)
+    with GuardianProducer(settings, producer_id=producer_id, topic=topic, spool_dir=workdir / "spool-lat") as p:
+        began = time.perf_counter()
+        for i in range(total):
+            symbol = f"L{i % 40:02d}"
+            p.drift(symbol, metric="m", expected=1.0, observed=1.0, drift_score=0.0)
+            if i % 25 == 0:
+                with lock:
+                    pending[f"guardian:latest:{symbol}:DRIFT_MONITOR"] = (i + 1, time.perf_counter())
+            delay = began + (i + 1) / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        p.flush(60)
+    finished_at = time.perf_counter()
+    done.set()
+    poller.join(timeout=60)
+    return {
+        "rate_events_per_s": rate,
+        "emit_to_redis_p50_ms": _percentile(latencies, 0.50),
+        "emit_to_redis_p99_ms": _percentile(latencies, 0.99),
+        "emit_to_redis_samples": len(latencies),
+    }
+
+
+def run_pipeline_bench(settings: Settings, events: int, rate: int = 5000, seconds: float = 15.0) -> dict:
+    topic = f"bench.pipeline.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(timeout=30)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        worker = _start_worker(settings, topic, workdir)
+        try:
+            click.echo("pipeline benchmark: one worker, local stack")
+            throughput = _throughput(settings, topic, events, workdir, worker)
+            latency = _latency(settings, topic, rate, seconds, workdir)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        ceiling = _ceiling(settings, topic, events)
+    admin.delete_topics([topic])
+    result = {
+        "machine": describe_machine(),
+        **throughput,
+        "ceiling_plain_consumer_events_per_s": ceiling,
+        **latency,
+        "emit_to_alert_p50_ms": None,
+        "emit_to_alert_p99_ms": None,
+        "alerts_note": "alert agent not built yet (issue 4, alerts part)",
+    }
+    result["throughput_to_ceiling_ratio"] = round(result["throughput_events_per_s"] / max(ceiling, 1), 3)
+    click.echo(f"{'metric':<40}{'value':>14}")
+    for key in (
+        "throughput_events_per_s", "ceiling_plain_consumer_events_per_s", "throughput_to_ceiling_ratio",
+        "rate_events_per_s", "emit_to_redis_p50_ms", "emit_to_redis_p99_ms", "lost", "duplicated",
+    ):  # fmt: skip
+        click.echo(f"{key:<40}{result[key]!s:>14}")
+    return result
