@@ -38,7 +38,7 @@ def describe_machine() -> dict:
         "memory_gib": _memory_gib(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
         "fastavro": fastavro.__version__,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
