@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import defaultdict, deque
 from pathlib import Path
 
 import asyncpg
@@ -124,27 +125,28 @@ def _ceiling(settings: Settings, topic: str, events: int) -> float:
 def _latency(settings: Settings, topic: str, rate: int, seconds: float, workdir: Path) -> dict:
     producer_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
     client = redis.Redis.from_url(settings.redis_url)
-    pending: dict[str, tuple[int, float]] = {}  # key -> (sequence, emitted at)
+    pending: dict[str, deque[tuple[int, float]]] = defaultdict(deque)  # key -> [(sequence, emitted at)]
     lock = threading.Lock()
     latencies: list[float] = []
     done = threading.Event()
 
     def poll() -> None:
-        while not done.is_set() or pending:
+        while True:
             with lock:
-                keys = list(pending)
+                keys = [key for key, samples in pending.items() if samples]
+            if not keys and done.is_set():
+                break
             if keys:
                 values = client.mget(keys)
                 now = time.perf_counter()
                 for key, value in zip(keys, values, strict=True):
-                    if value is None:
+                    latest = json.loads(value) if value else {}
+                    if latest.get("producer_id") != producer_id:
                         continue
                     with lock:
-                        sequence, emitted_at = pending[key]
-                        latest = json.loads(value)
-                        if latest["producer_id"] == producer_id and latest["sequence"] >= sequence:
-                            latencies.append((now - emitted_at) * 1000)
-                            del pending[key]
+                        samples = pending[key]
+                        while samples and latest["sequence"] >= samples[0][0]:
+                            latencies.append((now - samples.popleft()[1]) * 1000)
             time.sleep(0.001)
             if done.is_set() and time.perf_counter() - finished_at > 30:
                 break
@@ -160,7 +162,7 @@ def _latency(settings: Settings, topic: str, rate: int, seconds: float, workdir:
             p.drift(symbol, metric="m", expected=1.0, observed=1.0, drift_score=0.0)
             if i % 25 == 0:
                 with lock:
-                    pending[f"guardian:latest:{symbol}:DRIFT_MONITOR"] = (i + 1, time.perf_counter())
+                    pending[f"guardian:latest:{symbol}:DRIFT_MONITOR"].append((i + 1, time.perf_counter()))
             delay = began + (i + 1) / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
