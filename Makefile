@@ -39,8 +39,9 @@ endif
 	@echo "make test: integration tests use the '$(BACKEND)' backend (GUARDIAN_TEST_BACKEND=local|testcontainers)"
 	$(BIN)/pytest
 
-## demo: the platform with a simulated trading host; DEMO_SECONDS=N stops after N seconds
-demo: stack
+## demo: the platform with a simulated trading host; DEMO_SECONDS=N stops after N seconds.
+## `guardian demo` starts the stack itself, so it can stop exactly what it started.
+demo: setup
 	$(BIN)/guardian demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
 ## bench: producer and pipeline benchmarks; tables printed, JSON in bench/results/

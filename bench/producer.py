@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import click
@@ -127,12 +128,22 @@ def bench_raw_produce(settings: Settings, events: int) -> dict:
 
 
 def run_producer_bench(settings: Settings, events: int) -> dict:
-    result = {
-        "machine": describe_machine(),
-        "broker_up": bench_broker_up(settings, events),
-        "broker_down": bench_broker_down(settings, events),
-        "baseline_raw_produce": bench_raw_produce(settings, events),
-    }
+    # A topic of its own: benchmark events must never reach the operators' events topic and its workers.
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"bench.producer.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(timeout=30)
+    settings = settings.model_copy(update={"events_topic": topic})
+    try:
+        result = {
+            "machine": describe_machine(),
+            "broker_up": bench_broker_up(settings, events),
+            "broker_down": bench_broker_down(settings, events),
+            "baseline_raw_produce": bench_raw_produce(settings, events),
+        }
+    finally:
+        admin.delete_topics([topic])
     raw = result["baseline_raw_produce"]
     result["emit_vs_raw_cost_ratio_p50"] = round(result["broker_up"]["emit_p50_us"] / max(raw["emit_p50_us"], 0.01), 1)
     click.echo(f"\nproducer benchmark: {events} events per run, one thread ({result['machine']['cpu_model']})")
