@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         description="PostgreSQL/TimescaleDB DSN. Default: the local stack's port, which trusts loopback.",
     )
     retention_days: int = Field(7, ge=1, description="Days of events kept in the database.")
+    hot_view_recent_max: int = Field(
+        10_000, ge=1, description="Most events kept per symbol in the Redis 24 h window (newest kept)."
+    )
 
     # --- Producer --------------------------------------------------------------
     producer_id: str | None = Field(None, description="Producer identity; default <host>-<pid>.")

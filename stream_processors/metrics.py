@@ -21,3 +21,9 @@ EVENT_LAG = Histogram(
     "From event time to stored in every sink",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+CONSUMER_LAG = Gauge("guardian_worker_consumer_lag", "Records behind the high watermark", ["partition"])
+ALERTS = Counter(
+    "guardian_worker_alert_notifications", "Alert state changes and repeats", ["rule", "severity", "status", "repeat"]
+)
+ALERTS_FIRING = Gauge("guardian_worker_alerts_firing", "Alerts firing now (all workers; Redis active set)")
+WEBHOOKS = Counter("guardian_worker_webhook_deliveries", "Webhook POSTs by outcome", ["result"])

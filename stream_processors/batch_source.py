@@ -1,0 +1,167 @@
+"""Batches of raw records from the events topic, through confluent-kafka's consumer.
+
+Why not a Faust stream: Faust hands every message through its conductor, a channel
+queue and several event-loop turns; on this machine a Faust agent that does nothing
+but `take_events(2000)` tops out at ~13.8k messages/s (bench/results/pipeline.json,
+`faust_null_agent_events_per_s`), which leaves no room for the sinks. librdkafka
+fetches in its own threads and `consume(n)` returns a whole batch in one call, which we
+run in a worker thread so the event loop never blocks.
+
+Offsets: auto-commit is off. The ingest loop calls `commit(batch)` only after every sink
+wrote the batch; the source then commits, per partition, the offset after the last such
+record, at most every COMMIT_INTERVAL_S and always before partitions are revoked or the
+consumer closes (at-least-once; the sinks are idempotent, so the stores end up exactly-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from guardian.logs import get_logger
+
+log = get_logger(__name__)
+
+COMMIT_INTERVAL_S = 0.2
+
+
+class BatchSource:
+    """One consumer-group member reading `topic` in batches; rebalances call `on_assignment_change`."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topic: str,
+        on_assignment_change: Callable[[str, list[int]], None] = lambda kind, partitions: None,
+        max_poll_interval_ms: int = 600_000,
+    ) -> None:
+        self.topic = topic
+        self._on_change = on_assignment_change
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # A store outage keeps a batch in retry; the member must not be evicted meanwhile.
+                "max.poll.interval.ms": max_poll_interval_ms,
+                "fetch.wait.max.ms": 10,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "on_commit": self._on_commit,
+            }
+        )
+        # One thread: librdkafka consumer calls must not overlap.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-source")
+        self._assigned: set[int] = set()
+        self._done: dict[int, int] = {}  # partition -> highest offset whose batch is complete, not yet committed
+        self._last_commit = time.monotonic()
+        self._lock = threading.Lock()
+        self._consumer.subscribe(
+            [topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb, on_lost=self._lost_cb
+        )
+
+    # Rebalance callbacks run inside consume(), on the source's thread.
+    def _assigned_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned.update(p.partition for p in partitions)
+        log.info("partitions assigned", partitions=sorted(p.partition for p in partitions))
+        self._on_change("assigned", [p.partition for p in partitions])
+
+    def _revoked_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # What is done for these partitions is committed before they go, so their next owner starts there.
+        self._commit_done({p.partition for p in partitions}, asynchronous=False)
+        with self._lock:
+            self._assigned.difference_update(p.partition for p in partitions)
+        log.info("partitions revoked", partitions=sorted(p.partition for p in partitions))
+        self._on_change("revoked", [p.partition for p in partitions])
+
+    def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:  # lost, not revoked: another member owns them already, a commit would be refused
+            self._assigned.difference_update(p.partition for p in partitions)
+            for p in partitions:
+                self._done.pop(p.partition, None)
+        log.warning("partitions lost", partitions=sorted(p.partition for p in partitions))
+        self._on_change("revoked", [p.partition for p in partitions])
+
+    @property
+    def assigned(self) -> list[int]:
+        with self._lock:
+            return sorted(self._assigned)
+
+    async def next_batch(self, max_records: int, wait_s: float) -> list[Message]:
+        """Up to `max_records` records: what is already fetched, or else the first to arrive within `wait_s`
+        plus what came with it. Never waits once a record is there, so latency stays low at any rate."""
+        loop = asyncio.get_running_loop()
+        messages = await loop.run_in_executor(self._thread, self._take, max_records, wait_s)
+        good = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                good.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", error=str(error))
+        return good
+
+    def _take(self, max_records: int, wait_s: float) -> list[Message]:
+        ready = self._consumer.consume(max_records, 0)
+        if ready:
+            return ready
+        first = self._consumer.poll(wait_s)
+        return [first, *self._consumer.consume(max_records - 1, 0)] if first is not None else []
+
+    def commit(self, batch: Sequence[Message]) -> None:
+        """Mark `batch` done: its offsets are committed within COMMIT_INTERVAL_S (or at once on revoke/close).
+
+        Committing every batch would cost a broker round trip per batch (hundreds per second at low
+        latency); a crash loses at most COMMIT_INTERVAL_S of commits, which only means redelivery."""
+        with self._lock:
+            for message in batch:
+                partition, offset = message.partition(), message.offset()
+                if offset >= self._done.get(partition, -1):
+                    self._done[partition] = offset
+        if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+            self._commit_done()
+
+    def _commit_done(self, partitions: set[int] | None = None, asynchronous: bool = True) -> None:
+        with self._lock:
+            chosen = {p: o for p, o in self._done.items() if partitions is None or p in partitions}
+            for p in chosen:
+                del self._done[p]
+        self._last_commit = time.monotonic()
+        if chosen:
+            # Asynchronous: librdkafka sends commits in order; failures arrive in _on_commit.
+            offsets = [TopicPartition(self.topic, p, o + 1) for p, o in chosen.items()]
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            except KafkaException as exc:
+                log.warning("offset commit failed", error=str(exc))
+
+    @staticmethod
+    def _on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:  # e.g. the partitions were revoked meanwhile: their new owner re-reads them
+            log.warning("offset commit failed", error=str(error))
+
+    async def lag(self) -> dict[int, int]:
+        """Records behind the high watermark, per assigned partition (watermarks cached from fetches)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._lag)
+
+    def _lag(self) -> dict[int, int]:
+        lags = {}
+        for tp in self._consumer.position([TopicPartition(self.topic, p) for p in self.assigned]):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                lags[tp.partition] = high - tp.offset
+        return lags
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, partial(self._commit_done, asynchronous=False))
+        await loop.run_in_executor(self._thread, self._consumer.close)  # leaves the group: quick rebalance
+        self._thread.shutdown(wait=True)
