@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "schemas": "schemas.cli:schemas",
     "worker": "stream_processors.cli:worker",
     "dlq": "stream_processors.cli:dlq",
+    "alerts": "stream_processors.alerts.cli:alerts",
     "demo": "guardian.demo:demo",
     "bench": "bench.cli:bench",
     "api": "api.cli:api",

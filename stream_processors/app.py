@@ -15,10 +15,12 @@ group (cooperative-sticky assignment); partitions rebalance as they come and go.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 import faust
 import mode
+import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guardian.logs import get_logger
@@ -27,6 +29,11 @@ from schemas.codec import EventCodec
 from sinks.postgres import PostgresSink
 from sinks.redis_hot_view import RedisHotView
 from stream_processors import metrics
+from stream_processors.alerts.engine import AlertEngine
+from stream_processors.alerts.hook import AlertHook
+from stream_processors.alerts.outputs import AlertPublisher, WebhookDispatcher
+from stream_processors.alerts.rules import load_rules
+from stream_processors.alerts.table_store import TableStore
 from stream_processors.batch_source import BatchSource
 from stream_processors.ingest import IngestLoop
 from stream_processors.outbox import Outbox
@@ -47,10 +54,32 @@ app = faust.App(
     producer_acks=-1,
 )
 
+def _table_store() -> str:
+    """RocksDB (via rocksdict) when installed, so alert state is on disk; memory otherwise. Either way
+    the changelog topic restores it at start."""
+    try:
+        import rocksdict  # noqa: F401
+    except ImportError:
+        return "memory://"
+    return "rocksdict://"
+
+
+TABLE_STORE = _table_store()
+# Alert state: key -> JSON dict. Global, so every worker holds all of it; use_partitioner, so the
+# ingest loop (not a Faust stream) may write it.
+alert_state = app.GlobalTable(
+    "alert_state",
+    schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json", value_serializer="json"),
+    partitions=settings.events_partitions,
+    use_partitioner=True,
+    store=TABLE_STORE,
+)
+
 postgres = PostgresSink(settings.postgres_dsn)
 hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max)
 SINKS = (postgres, hot_view)
 STORES_DOWN: set[str] = set()
+RECOVERY_WAIT_S = 60.0
 
 
 def _store_down(name: str, down: bool) -> None:
@@ -69,19 +98,41 @@ class IngestService(mode.Service):
         # collector's reach keeps full collections short (measured: 60 ms pauses -> see README).
         gc.collect()
         gc.freeze()
-        source = BatchSource(settings.kafka_bootstrap, settings.worker_group, settings.events_topic)
+        rules = load_rules(settings.alert_rules_file)  # `guardian worker` validated it already
+        outbox = Outbox(settings.kafka_bootstrap)
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.webhooks = WebhookDispatcher()
+        hook = AlertHook(
+            AlertEngine(rules, TableStore(alert_state)),
+            AlertPublisher(rules, outbox, settings.alerts_topic, self.redis, self.webhooks,
+                           settings.schema_registry_url),
+            self.redis,
+            owned_partitions=lambda: source.assigned,
+            partitions=settings.events_partitions,
+        )  # fmt: skip
+        source = BatchSource(
+            settings.kafka_bootstrap, settings.worker_group, settings.events_topic, hook.partitions_moved
+        )
         self.ingest = IngestLoop(
             source,
             EventCodec(registry_url=settings.schema_registry_url),
             SINKS,
-            Outbox(settings.kafka_bootstrap),
+            outbox,
             settings.dlq_topic,
+            hooks=[hook],
             on_store_down=_store_down,
         )
+        log.info("alert rules loaded", file=str(settings.alert_rules_file), rules=[r.name for r in rules.rules],
+                 state_store=TABLE_STORE)  # fmt: skip
 
     @mode.Service.task
     async def _ingest(self) -> None:
         assert self.ingest is not None
+        # Alert state must be restored from its changelog before the engine reads it.
+        try:
+            await asyncio.wait_for(app.tables.recovery.completed.wait(), timeout=RECOVERY_WAIT_S)
+        except TimeoutError:
+            log.warning("alert state not recovered yet; starting anyway", waited_s=RECOVERY_WAIT_S)
         await self.ingest.run()
 
     @mode.Service.timer(5.0)
@@ -97,6 +148,8 @@ class IngestService(mode.Service):
             self.ingest.outbox.close()
             for sink in SINKS:
                 await sink.close()
+            await self.webhooks.close()
+            await self.redis.aclose()
 
 
 async def _maintain_partitions() -> None:

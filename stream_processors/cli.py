@@ -13,9 +13,15 @@ from guardian.settings import get_settings
 @click.option("--loglevel", default=None, help="Faust log level (default: GUARDIAN_LOG_LEVEL).")
 def worker(loglevel: str | None) -> None:
     """Start one Faust worker of the fleet (same as `faust -A stream_processors.app worker`)."""
-    from stream_processors.app import app
+    from stream_processors.alerts.rules import RulesError, load_rules
 
     settings = get_settings()
+    try:  # a bad rules file stops the worker here, with the rule and field named, not deep in Faust
+        load_rules(settings.alert_rules_file)
+    except RulesError as error:
+        raise click.ClickException(str(error)) from None
+    from stream_processors.app import app
+
     sys.argv = [
         "guardian-worker",
         "worker",

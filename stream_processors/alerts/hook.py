@@ -1,0 +1,65 @@
+"""The alert engine inside the ingest loop: observe each batch, tick, publish, keep silences fresh."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import redis.asyncio as redis
+
+from guardian.logs import get_logger
+from sinks.base import StoredEvent
+from stream_processors.alerts.engine import AlertEngine, Silence
+from stream_processors.alerts.outputs import AlertPublisher, load_silences
+
+log = get_logger(__name__)
+
+TICK_EVERY_S = 0.5
+SILENCES_EVERY_S = 1.0
+
+
+class AlertHook:
+    """Called by the ingest loop with every batch, in order (empty batches too: time passes)."""
+
+    def __init__(
+        self,
+        engine: AlertEngine,
+        publisher: AlertPublisher,
+        client: redis.Redis,
+        owned_partitions: Callable[[], Sequence[int]],
+        partitions: int,
+    ) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.client = client
+        self.owned_partitions = owned_partitions
+        self.partitions = partitions
+        self._silences: list[Silence] = []
+        self._silences_at = 0.0
+        self._ticked_at = 0.0
+        self._moved = threading.Event()  # set from the consumer's thread when partitions move
+        engine.silences = lambda: self._silences
+
+    def partitions_moved(self, kind: str, partitions: list[int]) -> None:
+        self._moved.set()
+
+    async def __call__(self, batch: Sequence[StoredEvent]) -> None:
+        if self._moved.is_set():
+            self._moved.clear()
+            self.engine.forget()  # another worker may have changed the state of what we now own
+        now = time.monotonic()
+        if now - self._silences_at >= SILENCES_EVERY_S:
+            try:
+                self._silences = await load_silences(self.client)
+                self._silences_at = now
+            except Exception as exc:  # Redis down: keep the last silences known
+                log.warning("could not refresh silences", error=repr(exc))
+        now_us = time.time_ns() // 1000
+        notifications = self.engine.observe(batch, now_us) if batch else []
+        if now - self._ticked_at >= TICK_EVERY_S:
+            owned = set(self.owned_partitions())
+            notifications += self.engine.tick(now_us, owned.__contains__, self.partitions)
+            self._ticked_at = now
+        if notifications:
+            await self.publisher.publish(notifications)
