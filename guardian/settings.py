@@ -55,7 +55,9 @@ class Settings(BaseSettings):
 
     # --- Worker ----------------------------------------------------------------
     worker_web_port: int = Field(16066, description="Faust worker web port (/metrics, health).")
-    worker_group: str = Field("guardian-worker", description="Faust app id = consumer group of the fleet.")
+    worker_group: str = Field(
+        "guardian-worker", description="Consumer group of the fleet on the events topic; Faust's own is <group>-state."
+    )
     worker_data_dir: Path = Field(REPO_ROOT / ".stack" / "worker", description="Faust table state directory.")
     alert_rules_file: Path = Field(
         REPO_ROOT / "deploy" / "alert-rules.yaml", description="Alert rules (YAML), validated at worker start."

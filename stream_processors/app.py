@@ -54,22 +54,16 @@ app = faust.App(
     producer_acks=-1,
 )
 
-def _table_store() -> str:
-    """RocksDB (via rocksdict) when installed, so alert state is on disk; memory otherwise. Either way
-    the changelog topic restores it at start."""
-    try:
-        import rocksdict  # noqa: F401
-    except ImportError:
-        return "memory://"
-    return "rocksdict://"
-
-
-TABLE_STORE = _table_store()
+# Faust's RocksDB store cannot hold this table: its _set() needs the current stream event
+# (faust/stores/rocksdb.py asserts current_event()), and this table is written from the ingest
+# loop. The memory store is rebuilt from the table's compacted changelog topic at every start,
+# which is what makes alert state survive restarts (tests/integration/test_alerts.py).
+TABLE_STORE = "memory://"
 # Alert state: key -> JSON dict. Global, so every worker holds all of it; use_partitioner, so the
 # ingest loop (not a Faust stream) may write it.
 alert_state = app.GlobalTable(
     "alert_state",
-    schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json", value_serializer="json"),
+    schema=faust.Schema(key_serializer="json", value_serializer="json"),
     partitions=settings.events_partitions,
     use_partitioner=True,
     store=TABLE_STORE,

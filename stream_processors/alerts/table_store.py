@@ -1,5 +1,5 @@
-"""Alert state in a Faust GlobalTable: every worker holds all of it, so it survives restarts
-(changelog topic, RocksDB when installed) and is already there for a partition's next owner."""
+"""Alert state in a Faust GlobalTable: every worker holds all of it, restored from the table's
+changelog topic at start, so it survives restarts and is already there for a partition's next owner."""
 
 from __future__ import annotations
 

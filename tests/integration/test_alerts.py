@@ -194,3 +194,34 @@ def test_a_bad_rules_file_stops_the_worker_naming_rule_and_field(settings: Setti
     worker = WorkerProcess("unused", tmp_path, extra_env={"GUARDIAN_ALERT_RULES_FILE": str(rules)}).start()
     assert worker.process is not None and worker.process.wait(timeout=60) != 0
     assert "rule 'burst' (rules[0]), field 'window_s'" in worker.log()
+
+
+def test_alert_state_survives_a_worker_restart(settings: Settings, new_topic, tmp_path, receiver):
+    """The successor (new process, new data dir) restores the alert table from its changelog: the
+    breaker that is still OPEN does not fire again, and its CLOSED resolves the original alert."""
+    events_topic, alerts_topic = new_topic("events"), new_topic("alerts")
+    rules = write_rules(tmp_path / "rules.yaml", receiver.url)
+    env = {"GUARDIAN_ALERTS_TOPIC": alerts_topic, "GUARDIAN_ALERT_RULES_FILE": str(rules)}
+    group = f"test-restart-{uuid.uuid4().hex[:8]}"
+    symbol = f"RSTR{uuid.uuid4().hex[:6].upper()}"
+    topic = AlertsTopic(settings, alerts_topic)
+    first = WorkerProcess(events_topic, tmp_path, group=group, extra_env=env).start()
+    second = WorkerProcess(events_topic, tmp_path, group=group, extra_env=env)
+    try:
+        with GuardianProducer(settings, topic=events_topic, spool_dir=tmp_path / "spool") as producer:
+            producer.circuit_breaker(symbol, "CLOSED", "OPEN", reason="first")
+            producer.flush(10)
+            wait_for(lambda: [r for r in topic.read() if r["symbol"] == symbol], 60, "the first P0")
+            first.stop()
+            second.start()
+            producer.circuit_breaker(symbol, "HALF_OPEN", "OPEN", reason="still open after the restart")
+            producer.circuit_breaker(symbol, "OPEN", "CLOSED", reason="recovered")
+            producer.flush(10)
+        wait_for(lambda: [r for r in topic.read() if r["symbol"] == symbol and r["status"] == "RESOLVED"], 90,
+                 "the RESOLVED alert from the second worker")  # fmt: skip
+        assert [r["status"] for r in topic.records if r["symbol"] == symbol] == ["FIRING", "RESOLVED"]
+        assert second.alive(), second.log()[-3000:]
+    finally:
+        first.stop()
+        second.stop()
+        topic.consumer.close()
