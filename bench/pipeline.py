@@ -2,9 +2,12 @@
 
 1. Throughput: N events emitted as fast as the producer allows; events/s from the first emit to
    the last row stored (both stores are written before a batch is acknowledged).
-2. Ceiling, same run, same topic: a plain confluent-kafka consumer loop that only decodes.
-3. Latency at a fixed rate (default 5,000 events/s): emit -> visible in Redis, p50/p99, sampled on
-   every 25th event by a poller reading `guardian:latest:{symbol}:{detector}`.
+2. Latency at a fixed rate (default 5,000 events/s): emit -> visible in Redis, p50/p99, sampled on
+   every 25th event by a poller reading the hot view's sequence guard
+   `guardian:seq:{symbol}:{detector}` (written in the same script as `latest`); and emit of a
+   circuit-breaker OPEN -> its P0 alert on the alerts topic, p50/p99 (one OPEN per 100 events).
+3. Baselines, same run, same topic: a plain confluent-kafka consumer loop that only decodes
+   (the ceiling), and a Faust agent that only takes batches (Faust's own per-message cost).
 lost and duplicated are counted in PostgreSQL against what was emitted.
 """
 
@@ -32,9 +35,11 @@ from bench.machine import describe_machine
 from guardian.settings import Settings
 from guardian.stack.process import free_port
 from producers import GuardianProducer
-from schemas.codec import EventCodec
+from schemas.codec import EventCodec, load_alert_schema
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
+BREAKER_EVERY = 100  # one breaker OPEN (and one CLOSED) per 100 events of the latency run
+POLL_INTERVAL_S = 0.002  # the Redis poller's period: the error bound of emit->Redis samples (its CPU competes)
 WARMUP_EVENTS = 200
 
 
@@ -58,10 +63,11 @@ def _percentile(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 2) if ordered else float("nan")
 
 
-def _start_worker(settings: Settings, topic: str, workdir: Path) -> subprocess.Popen[bytes]:
+def _start_worker(settings: Settings, topic: str, alerts_topic: str, workdir: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "GUARDIAN_EVENTS_TOPIC": topic,
+        "GUARDIAN_ALERTS_TOPIC": alerts_topic,
         "GUARDIAN_WORKER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
         "GUARDIAN_WORKER_WEB_PORT": str(free_port()),
         "GUARDIAN_WORKER_DATA_DIR": str(workdir / "worker"),
@@ -122,7 +128,36 @@ def _ceiling(settings: Settings, topic: str, events: int) -> float:
     return round(seen / (time.perf_counter() - (began or time.perf_counter())))
 
 
-def _latency(settings: Settings, topic: str, rate: int, seconds: float, workdir: Path) -> dict:
+class _AlertWatcher:
+    """Reads the alerts topic in a thread and notes when each symbol's FIRING alert arrived."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.arrived: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-alerts-{uuid.uuid4().hex[:6]}",
+             "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 5}
+        )  # fmt: skip
+        self._consumer.subscribe([topic])
+        self._codec = EventCodec(load_alert_schema())
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.05)
+            if message is not None and message.error() is None:
+                alert = self._codec.decode(message.value())
+                if alert["status"] == "FIRING" and alert["symbol"]:
+                    self.arrived.setdefault(alert["symbol"], time.perf_counter())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._consumer.close()
+
+
+def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, seconds: float, workdir: Path) -> dict:
     producer_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
     client = redis.Redis.from_url(settings.redis_url)
     pending: dict[str, deque[tuple[int, float]]] = defaultdict(deque)  # key -> [(sequence, emitted at)]
@@ -152,7 +187,7 @@ def _latency(settings: Settings, topic: str, rate: int, seconds: float, workdir:
                         samples = pending[key]
                         while samples and applied >= samples[0][0]:
                             latencies.append((now - samples.popleft()[1]) * 1000)
-            time.sleep(0.001)
+            time.sleep(POLL_INTERVAL_S)
             if done.is_set() and time.perf_counter() - finished_at > 30:
                 break
 
@@ -166,10 +201,19 @@ def _latency(settings: Settings, topic: str, rate: int, seconds: float, workdir:
         for _ in range(WARMUP_EVENTS):
             p.drift("WARMUP", metric="m", expected=1.0, observed=1.0, drift_score=0.0)
         p.flush(30)
+        watcher = _AlertWatcher(settings, alerts_topic)
+        opened: dict[str, float] = {}  # symbol -> when its breaker OPEN was emitted
         began = time.perf_counter()
         for i in range(total):
             symbol = f"L{i % 40:02d}"
-            p.drift(symbol, metric="m", expected=1.0, observed=1.0, drift_score=0.0)
+            if i % BREAKER_EVERY == 0:  # part of the 5k/s: a breaker opens on a symbol of its own...
+                breaker_symbol = f"BRK{i // BREAKER_EVERY:05d}"
+                p.circuit_breaker(breaker_symbol, "CLOSED", "OPEN", reason="bench")
+                opened[breaker_symbol] = time.perf_counter()
+            elif i % BREAKER_EVERY == BREAKER_EVERY // 2:  # ...and closes again, so no alert stays firing
+                p.circuit_breaker(f"BRK{i // BREAKER_EVERY:05d}", "OPEN", "CLOSED", reason="bench")
+            else:
+                p.drift(symbol, metric="m", expected=1.0, observed=1.0, drift_score=0.0)
             if i % 25 == 0:
                 with lock:
                     pending[f"guardian:seq:{symbol}:DRIFT_MONITOR"].append(
@@ -182,7 +226,16 @@ def _latency(settings: Settings, topic: str, rate: int, seconds: float, workdir:
     finished_at = time.perf_counter()
     done.set()
     poller.join(timeout=60)
+    deadline = time.monotonic() + 30
+    while len(watcher.arrived) < len(opened) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watcher.close()
+    alert_ms = [(watcher.arrived[s] - t) * 1000 for s, t in opened.items() if s in watcher.arrived]
     return {
+        "emit_to_alert_p50_ms": _percentile(alert_ms, 0.50),
+        "emit_to_alert_p99_ms": _percentile(alert_ms, 0.99),
+        "emit_to_alert_samples": len(alert_ms),
+        "alerts_missing": len(opened) - len(alert_ms),
         "rate_events_per_s": rate,
         "emit_to_redis_p50_ms": _percentile(latencies, 0.50),
         "emit_to_redis_p99_ms": _percentile(latencies, 0.99),
@@ -190,39 +243,57 @@ def _latency(settings: Settings, topic: str, rate: int, seconds: float, workdir:
     }
 
 
+def _faust_null_agent(topic: str, events: int, workdir: Path) -> int | None:
+    result_file = workdir / "faust-null.txt"
+    with open(workdir / "faust-null.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.faust_null_agent", topic, str(events), str(result_file)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            process.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return int(result_file.read_text()) if result_file.exists() else None
+
+
 def run_pipeline_bench(settings: Settings, events: int, rate: int = 5000, seconds: float = 15.0) -> dict:
     topic = f"bench.pipeline.{uuid.uuid4().hex[:8]}"
+    alerts_topic = f"bench.alerts.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(timeout=30)
+    for name in (topic, alerts_topic):
+        admin.create_topics([NewTopic(name, settings.events_partitions, 1)])[name].result(timeout=30)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        worker = _start_worker(settings, topic, workdir)
+        worker = _start_worker(settings, topic, alerts_topic, workdir)
         try:
             click.echo("pipeline benchmark: one worker, local stack")
             throughput = _throughput(settings, topic, events, workdir, worker)
-            latency = _latency(settings, topic, rate, seconds, workdir)
+            click.echo(f"  latency: {rate} events/s for {seconds:.0f} s, 1 breaker OPEN per {BREAKER_EVERY} events")
+            latency = _latency(settings, topic, alerts_topic, rate, seconds, workdir)
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 worker.kill()
+        click.echo("  baselines: plain confluent-kafka decode loop, Faust null agent")
         ceiling = _ceiling(settings, topic, events)
-    admin.delete_topics([topic])
+        faust_null = _faust_null_agent(topic, events, workdir)
+    admin.delete_topics([topic, alerts_topic])
     result = {
         "machine": describe_machine(),
         **throughput,
         "ceiling_plain_consumer_events_per_s": ceiling,
+        "faust_null_agent_events_per_s": faust_null,
         **latency,
-        "emit_to_alert_p50_ms": None,
-        "emit_to_alert_p99_ms": None,
-        "alerts_note": "alert agent not built yet (issue 4, alerts part)",
     }
     result["throughput_to_ceiling_ratio"] = round(result["throughput_events_per_s"] / max(ceiling, 1), 3)
     click.echo(f"{'metric':<40}{'value':>14}")
     for key in (
-        "throughput_events_per_s", "ceiling_plain_consumer_events_per_s", "throughput_to_ceiling_ratio",
-        "rate_events_per_s", "emit_to_redis_p50_ms", "emit_to_redis_p99_ms", "lost", "duplicated",
+        "throughput_events_per_s", "ceiling_plain_consumer_events_per_s", "faust_null_agent_events_per_s",
+        "throughput_to_ceiling_ratio", "rate_events_per_s", "emit_to_redis_p50_ms", "emit_to_redis_p99_ms",
+        "emit_to_alert_p50_ms", "emit_to_alert_p99_ms", "alerts_missing", "lost", "duplicated",
     ):  # fmt: skip
         click.echo(f"{key:<40}{result[key]!s:>14}")
     return result

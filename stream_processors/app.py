@@ -52,6 +52,7 @@ app = faust.App(
     datadir=str(settings.worker_data_dir),
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    topic_disable_leader=True,  # no __assignor-__leader topic per app: the fleet needs none
 )
 
 # Faust's RocksDB store cannot hold this table: its _set() needs the current stream event

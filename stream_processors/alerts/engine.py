@@ -20,6 +20,7 @@ import json
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from sinks.base import StoredEvent
@@ -84,7 +85,13 @@ class Notification:
 
 
 def fingerprint(rule: str, labels: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps([rule, sorted(labels.items())]).encode()).hexdigest()[:16]
+    return _fingerprint(rule, tuple(sorted(labels.items())))
+
+
+@lru_cache(maxsize=65_536)
+def _fingerprint(rule: str, labels: tuple[tuple[str, str], ...]) -> str:
+    # Computed for every event a rule looks at (to find its alert): cached, it costs a dict lookup.
+    return hashlib.sha256(json.dumps([rule, list(labels)]).encode()).hexdigest()[:16]
 
 
 def partition_of(key: str, partitions: int) -> int:
