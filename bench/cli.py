@@ -36,13 +36,14 @@ def bench() -> None:
 
 
 @bench.command()
-@click.option("--events", type=int, default=200_000, show_default=True)
-def producer(events: int) -> None:
+@click.option("--events", type=int, default=100_000, show_default=True, help="Events per run.")
+@click.option("--repeat", type=int, default=3, show_default=True, help="Runs per case; the median (by p99) is kept.")
+def producer(events: int, repeat: int) -> None:
     """emit() latency and throughput, broker up and down, against raw Producer.produce()."""
     from bench.producer import run_producer_bench
 
     _ensure_stack()
-    write_result("producer", run_producer_bench(get_settings(), events))
+    write_result("producer", run_producer_bench(get_settings(), events, repeat))
 
 
 @bench.command()

@@ -143,9 +143,12 @@ class GuardianProducer:
         with self._lock:
             self._sequence += 1
             sequence = self._sequence
-            event["event_id"] = (
-                f"{self._id_prefix}{0x8000 | (sequence >> 48) & 0x3FFF:04x}-{sequence & 0xFFFFFFFFFFFF:012x}"
-            )
+            if sequence < 0x1000000000000:  # the 4th group stays 8000 for the first 2^48 events
+                event["event_id"] = f"{self._id_prefix}8000-{sequence:012x}"
+            else:
+                event["event_id"] = (
+                    f"{self._id_prefix}{0x8000 | (sequence >> 48) & 0x3FFF:04x}-{sequence & 0xFFFFFFFFFFFF:012x}"
+                )
             event["producer_id"] = self.producer_id
             event["sequence"] = sequence
             event["host"] = self.host

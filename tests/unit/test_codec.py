@@ -184,3 +184,33 @@ def test_v1_bytes_decode_with_a_v2_reader_that_added_a_field():
     decoded = reader.decode(SINGLE_OBJECT.encode(a_spike()))  # written by v1, known by its fingerprint
     assert decoded["desk"] == "unknown"
     assert decoded["symbol"] == "AAPL"
+
+
+@settings(max_examples=150, deadline=None)
+@given(EVENTS)
+def test_the_fast_encoder_writes_exactly_what_fastavros_public_writer_does(event):
+    import io
+
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, load_event_schema(), event)
+    assert SINGLE_OBJECT.encode(event)[10:] == buffer.getvalue()
+
+
+@pytest.mark.parametrize("n", [0, 1, -1, 63, 64, -65, 8191, 8192, 2**31 - 1, -(2**31), 2**49, 2**56 - 1, 2**56,
+                               2**62, 2**63 - 1, -(2**63), 1_795_000_000_000_000])  # fmt: skip
+def test_the_fast_writers_varint_is_avros(n):
+    import io
+
+    from schemas.fast_writer import varint
+
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, "long", n)
+    assert varint(n) == buffer.getvalue()
+
+
+def test_values_the_fast_writer_refuses_fall_back_to_fastavro_and_its_errors():
+    from schemas.codec import load_alert_schema
+
+    assert EventCodec(load_alert_schema())._envelope is None  # maps and nullable fields: fastavro only
+    with pytest.raises(SchemaMismatchError, match="sequence"):
+        SINGLE_OBJECT.encode(a_spike(sequence=2**63))  # out of range for a long
