@@ -63,12 +63,14 @@ def _percentile(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 2) if ordered else float("nan")
 
 
-def _start_worker(settings: Settings, topic: str, alerts_topic: str, workdir: Path) -> subprocess.Popen[bytes]:
+def _start_worker(
+    settings: Settings, topic: str, alerts_topic: str, group: str, workdir: Path
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "GUARDIAN_EVENTS_TOPIC": topic,
         "GUARDIAN_ALERTS_TOPIC": alerts_topic,
-        "GUARDIAN_WORKER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+        "GUARDIAN_WORKER_GROUP": group,
         "GUARDIAN_WORKER_WEB_PORT": str(free_port()),
         "GUARDIAN_WORKER_DATA_DIR": str(workdir / "worker"),
         "GUARDIAN_LOG_LEVEL": "WARNING",
@@ -265,7 +267,8 @@ def run_pipeline_bench(settings: Settings, events: int, rate: int = 5000, second
         admin.create_topics([NewTopic(name, settings.events_partitions, 1)])[name].result(timeout=30)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        worker = _start_worker(settings, topic, alerts_topic, workdir)
+        group = f"bench-{uuid.uuid4().hex[:8]}"
+        worker = _start_worker(settings, topic, alerts_topic, group, workdir)
         try:
             click.echo("pipeline benchmark: one worker, local stack")
             throughput = _throughput(settings, topic, events, workdir, worker)
@@ -280,7 +283,8 @@ def run_pipeline_bench(settings: Settings, events: int, rate: int = 5000, second
         click.echo("  baselines: plain confluent-kafka decode loop, Faust null agent")
         ceiling = _ceiling(settings, topic, events)
         faust_null = _faust_null_agent(topic, events, workdir)
-    admin.delete_topics([topic, alerts_topic])
+    state_topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{group}-state-")]
+    admin.delete_topics([topic, alerts_topic, *state_topics])
     result = {
         "machine": describe_machine(),
         **throughput,

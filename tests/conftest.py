@@ -77,3 +77,23 @@ def new_topic(settings: Settings) -> Callable[..., str]:
         for future in admin.delete_topics(created).values():
             with contextlib.suppress(Exception):  # cleanup only; the topic may already be gone
                 future.result(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def delete_worker_state_topics(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Test workers each have their own group, so Faust creates `<group>-state-*` topics (the alert
+    table's changelog) per test; delete them afterwards so the broker does not pile up partitions."""
+    yield
+    if "settings" not in request.fixturenames:
+        return
+    from confluent_kafka.admin import AdminClient
+
+    from tests.integration.helpers import WORKER_GROUP_PREFIXES
+
+    settings = request.getfixturevalue("settings")
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(WORKER_GROUP_PREFIXES) and "-state-" in t]
+    if topics:
+        for future in admin.delete_topics(topics).values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)

@@ -19,6 +19,7 @@ from guardian.settings import Settings
 from guardian.stack.process import free_port
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
+WORKER_GROUP_PREFIXES = ("test-worker-", "test-restart-", "test-fleet-")  # groups tests create
 T = TypeVar("T")
 
 

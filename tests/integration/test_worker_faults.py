@@ -74,7 +74,7 @@ def test_postgres_then_redis_down_20s_each_mid_stream(settings: Settings, new_to
 
 def test_three_workers_one_killed_mid_batch(settings: Settings, new_topic, tmp_path):
     topic = new_topic("fleet")
-    group = f"fleet-{uuid.uuid4().hex[:8]}"
+    group = f"test-fleet-{uuid.uuid4().hex[:8]}"
     workers = [WorkerProcess(topic, tmp_path, group=group).start() for _ in range(3)]
     producer_id = f"fleet-{uuid.uuid4().hex[:8]}"
     total = 30_000
