@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     # --- Producer --------------------------------------------------------------
     producer_id: str | None = Field(None, description="Producer identity; default <host>-<pid>.")
+    producer_linger_ms: int = Field(
+        20, ge=0, description="librdkafka linger.ms of the producer: batching delay before a send."
+    )
     spool_dir: Path = Field(REPO_ROOT / ".stack" / "spool", description="Disk spool for events Kafka can't take.")
 
     # --- Worker ----------------------------------------------------------------

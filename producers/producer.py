@@ -86,7 +86,9 @@ class GuardianProducer:
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": "lz4",
-            "linger.ms": 5,
+            # 20 ms, not 5: a 2-core host measured emit() p99 16 µs instead of 25-30 µs (fewer librdkafka
+            # wake-ups preempting the caller) and no worse emit->Redis latency (README, Benchmarks).
+            "linger.ms": settings.producer_linger_ms,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 200_000,
             # Undelivered events stay in librdkafka until close() spools them; a finite timeout
