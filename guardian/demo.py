@@ -24,6 +24,18 @@ from guardian.settings import Settings, get_settings
 from guardian.simulator import TradingHostSimulator
 
 
+def alerts_firing(settings: Settings) -> int | str:
+    """Alerts firing across the fleet (the Redis set `guardian alerts list` reads)."""
+    import redis
+
+    from stream_processors.alerts.outputs import ACTIVE_SET
+
+    try:
+        return int(redis.Redis.from_url(settings.redis_url, socket_timeout=1).scard(ACTIVE_SET))
+    except redis.RedisError:
+        return "?"
+
+
 def consumer_lag(settings: Settings) -> int | None:
     """Sum over partitions of (high watermark - committed offset) for the worker fleet's group."""
     from confluent_kafka import Consumer, TopicPartition
@@ -130,7 +142,7 @@ def demo(seconds: float, rate: int, drain_timeout: float) -> None:
                     click.echo(
                         f"\r[{elapsed:6.1f}s] emitted {emitted - last_emitted:>6}/s  stored {stored - last_stored:>6}/s"
                         f"  lag {lag if lag is not None else '?':>6}  rows {stored:>9}  "
-                        f"spooled {producer.stats().get('spooled', 0):>6}",
+                        f"spooled {producer.stats().get('spooled', 0):>6}  alerts firing {alerts_firing(settings):>3}",
                         nl=False,
                     )
                     last_emitted, last_stored = emitted, stored
