@@ -10,11 +10,11 @@ partitioned table.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import orjson
 
 from sinks.base import StoredEvent
 
@@ -55,7 +55,7 @@ def to_row(stored: StoredEvent) -> tuple:
         event["severity"],
         event["schema_version"],
         payload_name.rsplit(".", 1)[-1],
-        json.dumps(payload, separators=(",", ":")).encode(),
+        orjson.dumps(payload),
         stored.partition,
         stored.offset,
     )

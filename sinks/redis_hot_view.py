@@ -19,12 +19,12 @@ count only events that were new to `recent`: the whole view is idempotent.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 
+import orjson
 import redis.asyncio as redis
 
 from sinks.base import StoredEvent
@@ -87,11 +87,10 @@ return new_events
 """
 
 
-def event_json(event: dict) -> str:
+def event_json(event: dict) -> bytes:
+    # orjson: ~5x faster than json here, and this runs for every event the worker stores.
     payload_name, payload = event["payload"]
-    return json.dumps(
-        {**event, "payload_type": payload_name.rsplit(".", 1)[-1], "payload": payload}, separators=(",", ":")
-    )
+    return orjson.dumps({**event, "payload_type": payload_name.rsplit(".", 1)[-1], "payload": payload})
 
 
 @lru_cache(maxsize=4096)
