@@ -46,7 +46,8 @@ log = get_logger(__name__)
 BATCH_MAX = 5000  # records per read; the stages merge reads that queue up behind a slow store
 IDLE_WAIT_S = 0.1  # how long a read waits for the first record; a record that arrives ends the wait
 MAX_OPEN_EVENTS = 50_000  # read but not yet committed; beyond this, reading stops (backpressure)
-# Something that sees every decoded batch after the sinks (the alert engine); it may use the outbox.
+# Something that sees every decoded batch, in order, beside the sinks (the alert engine); it may use
+# the outbox.
 BatchHook = Callable[[Sequence[StoredEvent]], Awaitable[None]]
 
 
@@ -98,13 +99,6 @@ class IngestLoop:
             for stage in stages:
                 await stage.close()
 
-    async def process(self, batch: Sequence[Message]) -> None:
-        """One batch through every step, not pipelined (for tests and tools)."""
-        decoded = self._decode(batch)
-        steps = [asyncio.ensure_future(self._write(sink, decoded)) for sink in self.sinks]
-        steps.append(asyncio.ensure_future(self._run_hooks(decoded)))
-        await self._complete(batch, decoded, steps)
-
     async def _run_hooks(self, decoded: list[StoredEvent]) -> None:
         for hook in self.hooks:
             await hook(decoded)
@@ -155,7 +149,7 @@ class IngestLoop:
 
 
 def _after(previous: asyncio.Future | None, step: Coroutine[Any, Any, None]) -> asyncio.Future:
-    """Start `step` as soon as `previous` (the same step of the batch before) has finished."""
+    """Start `step` as soon as `previous` (the completion of the batch before) has finished."""
 
     async def chained() -> None:
         if previous is not None:
