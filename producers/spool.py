@@ -145,18 +145,10 @@ class Spool:
             segment = self._active_segment(record_len)
             mapped = self._map
             assert mapped is not None
-            # Written piece by piece into the mapping (no joined copy of the body); the CRC is
-            # chained over the same pieces.
-            key_len = KEY_LEN.pack(len(key))
-            crc = zlib.crc32(value, zlib.crc32(key, zlib.crc32(key_len)))
+            body = b"".join((KEY_LEN.pack(len(key)), key, value))
             at = segment.size
-            HEADER.pack_into(mapped, at, body_len, crc)
-            at += HEADER.size
-            mapped[at : at + 2] = key_len
-            at += 2
-            mapped[at : at + len(key)] = key
-            at += len(key)
-            mapped[at : at + len(value)] = value
+            HEADER.pack_into(mapped, at, body_len, zlib.crc32(body))
+            mapped[at + HEADER.size : at + record_len] = body
             segment.size += record_len
             segment.written += 1
             self._total_bytes += record_len
