@@ -216,7 +216,9 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
                 p.circuit_breaker(f"BRK{i // BREAKER_EVERY:05d}", "OPEN", "CLOSED", reason="bench")
             else:
                 p.drift(symbol, metric="m", expected=1.0, observed=1.0, drift_score=0.0)
-            if i % 25 == 0:
+            # Sampled: drift events only (i % 100 is never 0 or 50 here), so the sample's sequence is
+            # the event's own, not the next drift of that symbol.
+            if i % 25 == 5:
                 with lock:
                     pending[f"guardian:seq:{symbol}:DRIFT_MONITOR"].append(
                         (WARMUP_EVENTS + i + 1, time.perf_counter())
