@@ -38,6 +38,7 @@ from producers import GuardianProducer
 from schemas.codec import EventCodec, load_alert_schema
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
+SYMBOL_PREFIX = "BENCH-"  # every bench symbol, so the run can remove what it put in the stores
 BREAKER_EVERY = 100  # one breaker OPEN (and one CLOSED) per 100 events of the latency run
 POLL_INTERVAL_S = 0.002  # the Redis poller's period: the error bound of emit->Redis samples (its CPU competes)
 WARMUP_EVENTS = 200
@@ -86,7 +87,7 @@ def _throughput(
     began = time.perf_counter()
     with GuardianProducer(settings, producer_id=producer_id, topic=topic, spool_dir=workdir / "spool-tp") as p:
         for i in range(events):
-            p.drift(f"T{i % 20:02d}", metric="m", expected=1.0, observed=1.5, drift_score=float(i))
+            p.drift(f"{SYMBOL_PREFIX}T{i % 20:02d}", metric="m", expected=1.0, observed=1.5, drift_score=float(i))
         p.flush(120)
     emitted_s = time.perf_counter() - began
     deadline = time.monotonic() + 600
@@ -99,6 +100,7 @@ def _throughput(
     elapsed = time.perf_counter() - began
     click.echo(f"  throughput: {events} events stored in {elapsed:.1f} s (emitting took {emitted_s:.1f} s)")
     return {
+        "producer_id": producer_id,
         "events": events,
         "throughput_events_per_s": round(unique / elapsed),
         "lost": events - unique,
@@ -201,19 +203,19 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
         # Warm-up: a new producer spends its first ~200 ms connecting and getting an idempotent
         # producer id; that start-up cost is not the steady-state latency this run measures.
         for _ in range(WARMUP_EVENTS):
-            p.drift("WARMUP", metric="m", expected=1.0, observed=1.0, drift_score=0.0)
+            p.drift(f"{SYMBOL_PREFIX}WARMUP", metric="m", expected=1.0, observed=1.0, drift_score=0.0)
         p.flush(30)
         watcher = _AlertWatcher(settings, alerts_topic)
         opened: dict[str, float] = {}  # symbol -> when its breaker OPEN was emitted
         began = time.perf_counter()
         for i in range(total):
-            symbol = f"L{i % 40:02d}"
+            symbol = f"{SYMBOL_PREFIX}L{i % 40:02d}"
             if i % BREAKER_EVERY == 0:  # part of the 5k/s: a breaker opens on a symbol of its own...
-                breaker_symbol = f"BRK{i // BREAKER_EVERY:05d}"
+                breaker_symbol = f"{SYMBOL_PREFIX}BRK{i // BREAKER_EVERY:05d}"
                 p.circuit_breaker(breaker_symbol, "CLOSED", "OPEN", reason="bench")
                 opened[breaker_symbol] = time.perf_counter()
             elif i % BREAKER_EVERY == BREAKER_EVERY // 2:  # ...and closes again, so no alert stays firing
-                p.circuit_breaker(f"BRK{i // BREAKER_EVERY:05d}", "OPEN", "CLOSED", reason="bench")
+                p.circuit_breaker(f"{SYMBOL_PREFIX}BRK{i // BREAKER_EVERY:05d}", "OPEN", "CLOSED", reason="bench")
             else:
                 p.drift(symbol, metric="m", expected=1.0, observed=1.0, drift_score=0.0)
             # Sampled: drift events only (i % 100 is never 0 or 50 here), so the sample's sequence is
@@ -236,6 +238,7 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
     watcher.close()
     alert_ms = [(watcher.arrived[s] - t) * 1000 for s, t in opened.items() if s in watcher.arrived]
     return {
+        "producer_id": producer_id,
         "emit_to_alert_p50_ms": _percentile(alert_ms, 0.50),
         "emit_to_alert_p99_ms": _percentile(alert_ms, 0.99),
         "emit_to_alert_samples": len(alert_ms),
@@ -245,6 +248,25 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
         "emit_to_redis_p99_ms": _percentile(latencies, 0.99),
         "emit_to_redis_samples": len(latencies),
     }
+
+
+def _remove_bench_data(settings: Settings, producer_ids: list[str]) -> tuple[int, int]:
+    """The bench's rows and hot-view keys, so runs stay comparable and operators never see them.
+    (Per-minute counters keep the bench's counts; they expire after 25 h.)"""
+
+    async def delete_rows() -> int:
+        conn = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            status = await conn.execute("DELETE FROM guardian_events WHERE producer_id = ANY($1)", producer_ids)
+            return int(status.split()[-1])
+        finally:
+            await conn.close()
+
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=f"guardian:*:{SYMBOL_PREFIX}*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    return asyncio.run(delete_rows()), len(keys)
 
 
 def _faust_null_agent(topic: str, events: int, workdir: Path) -> int | None:
@@ -287,6 +309,8 @@ def run_pipeline_bench(settings: Settings, events: int, rate: int = 5000, second
         faust_null = _faust_null_agent(topic, events, workdir)
     state_topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{group}-state-")]
     admin.delete_topics([topic, alerts_topic, *state_topics])
+    rows, keys = _remove_bench_data(settings, [throughput.pop("producer_id"), latency.pop("producer_id")])
+    click.echo(f"  removed the bench's data: {rows} rows, {keys} Redis keys")
     result = {
         "machine": describe_machine(),
         **throughput,
