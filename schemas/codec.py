@@ -93,8 +93,9 @@ def _strip_logical_types(schema: Any) -> Any:
     return schema
 
 
-def _plain(schema: dict) -> dict:
-    return fastavro.parse_schema(_strip_logical_types(copy.deepcopy(schema)))
+def _plain(schema: dict, named: dict | None = None) -> dict:
+    """The schema without logical types, parsed (its named types collected into `named` if given)."""
+    return fastavro.parse_schema(_strip_logical_types(copy.deepcopy(schema)), named)
 
 
 class EventCodec:
@@ -112,10 +113,9 @@ class EventCodec:
         registry_client: Any = None,
     ) -> None:
         self.schema = schema or load_event_schema()
-        self._plain_schema = _plain(self.schema)
-        write_named: dict = {}
-        write_schema = fastavro.parse_schema(_strip_logical_types(copy.deepcopy(self.schema)), write_named)
-        self._envelope = plan_for(write_schema, write_named, _WRITE_OPTIONS) if _FAST_WRITER else None
+        named: dict = {}
+        self._plain_schema = _plain(self.schema, named)
+        self._envelope = plan_for(self._plain_schema, named, _WRITE_OPTIONS) if _FAST_WRITER else None
         stem = "alert_event" if self.schema.get("name") == "io.guardian.alerts.AlertEvent" else "guardian_event"
         # Known writers by fingerprint: the current schema and every released one.
         self._writers: dict[bytes, dict] = {schema_fingerprint(self.schema): self._plain_schema}

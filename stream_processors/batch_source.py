@@ -2,7 +2,7 @@
 
 Why not a Faust stream: Faust hands every message through its conductor, a channel
 queue and several event-loop turns; on this machine a Faust agent that does nothing
-but `take_events(2000)` tops out at ~13.8k messages/s (bench/results/pipeline.json,
+but `take_events(2000)` tops out at 12.7k-14.6k messages/s (bench/results/pipeline.json,
 `faust_null_agent_events_per_s`), which leaves no room for the sinks. librdkafka
 fetches in its own threads and `consume(n)` returns a whole batch in one call, which we
 run in a worker thread so the event loop never blocks.
