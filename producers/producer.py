@@ -178,7 +178,7 @@ class GuardianProducer:
                     self._spooling = True
             if self._spooling:
                 self._to_spool(key, value)
-        if not sequence & POLL_EVERY_MASK:
+        if not sequence & POLL_EVERY_MASK and not self._spooling:
             self._serve_delivery_reports()
 
     def _serve_delivery_reports(self) -> None:
@@ -335,10 +335,11 @@ class GuardianProducer:
         while not self._stop.is_set():
             # Every wake-up of this thread takes the GIL from the trading thread mid-emit(): while
             # nothing is spooled it wakes 10 times a second, while draining 50 times. It serves the
-            # direct producer's reports only when the caller has stopped emitting.
+            # direct producer's reports only when the caller has stopped emitting or while spooling
+            # (emit() then leaves them alone: only connection errors arrive there).
             self._drainer.poll(0.02 if self._spooling else 0.1)
             now = time.monotonic()
-            if now - self._caller_polled_at >= CALLER_QUIET_S:
+            if self._spooling or now - self._caller_polled_at >= CALLER_QUIET_S:
                 self._producer.poll(0)
             if now - last_fsync >= self._fsync_interval_s:
                 self._spool.fsync()
