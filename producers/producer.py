@@ -89,8 +89,8 @@ class GuardianProducer:
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": "lz4",
-            # 20 ms, not 5: a 2-core host measured emit() p99 16 µs instead of 25-30 µs (fewer librdkafka
-            # wake-ups preempting the caller) and no worse emit->Redis latency (README, Benchmarks).
+            # 20 ms, not 5: a 2-core host measured emit() p99 11-18 µs instead of 17-19 µs (fewer, larger
+            # delivery reports); 5 ms is ~5-10 ms faster from emit to Redis (README, Benchmarks).
             "linger.ms": settings.producer_linger_ms,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 200_000,
