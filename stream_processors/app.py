@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 import faust
 import mode
@@ -75,6 +76,8 @@ hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max)
 SINKS = (postgres, hot_view)
 STORES_DOWN: set[str] = set()
 RECOVERY_WAIT_S = 60.0
+LOOP_LAG_PROBE_S = 0.05
+LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (README, Benchmarks)
 
 
 def _store_down(name: str, down: bool) -> None:
@@ -129,6 +132,18 @@ class IngestService(mode.Service):
         except TimeoutError:
             log.warning("alert state not recovered yet; starting anyway", waited_s=RECOVERY_WAIT_S)
         await self.ingest.run()
+
+    @mode.Service.task
+    async def _watch_loop_lag(self) -> None:
+        # Every step of the pipeline shares this event loop: a synchronous stall anywhere delays the
+        # hot view and the alerts of every partition, so it is measured and a long one is logged.
+        while not self.should_stop:
+            began = time.perf_counter()
+            await asyncio.sleep(LOOP_LAG_PROBE_S)
+            late = time.perf_counter() - began - LOOP_LAG_PROBE_S
+            metrics.LOOP_LAG.observe(max(0.0, late))
+            if late > LOOP_LAG_WARN_S:
+                log.warning("event loop blocked", late_ms=round(late * 1000, 1))
 
     @mode.Service.timer(5.0)
     async def _export_lag(self) -> None:

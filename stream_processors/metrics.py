@@ -27,3 +27,8 @@ ALERTS = Counter(
 )
 ALERTS_FIRING = Gauge("guardian_worker_alerts_firing", "Alerts firing now (all workers; Redis active set)")
 WEBHOOKS = Counter("guardian_worker_webhook_deliveries", "Webhook POSTs by outcome", ["result"])
+LOOP_LAG = Histogram(
+    "guardian_worker_loop_lag_seconds",
+    "How late the event loop ran a 50 ms timer: time the loop spent blocked by synchronous work",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
