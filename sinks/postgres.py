@@ -1,11 +1,16 @@
-"""TimescaleDB/PostgreSQL sink: a batch per round trip, idempotent by (event_time, event_id).
+"""TimescaleDB/PostgreSQL sink: idempotent by (event_time, event_id), two ways in by batch size.
 
-Binary COPY into a per-connection temporary staging table, then one
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING` into `guardian_events`. COPY is the
-fastest way in (measured ~640k rows/s plain, ~200k rows/s with the conflict
-check); the staging step is what makes it idempotent, so a redelivered batch
-inserts nothing twice. Works the same on a hypertable and on the natively
-partitioned table.
+- Up to UNNEST_MAX_ROWS rows: one `INSERT ... SELECT * FROM unnest($1, ..., $13) ON CONFLICT
+  DO NOTHING` with the columns as binary arrays: a single statement, so a single round trip
+  and no transaction to open and close. This is the steady state at a few thousand events/s,
+  where batches are small.
+- Larger batches: binary COPY into a per-connection temporary staging table, then one
+  `INSERT ... SELECT ... ON CONFLICT DO NOTHING`. COPY is the fastest way in for bulk (measured
+  ~640k rows/s plain, ~200k rows/s with the conflict check).
+
+Measured on the 2-core bench host (pool, same table), unnest vs COPY per batch: 50 rows 1.1 vs
+1.8 ms, 200 rows 3.4 vs 3.9 ms, 1,000 rows 18 vs 16 ms, 5,000 rows 95 vs 60 ms. Either way a redelivered batch inserts
+nothing twice. Works the same on a hypertable and on the natively partitioned table.
 """
 
 from __future__ import annotations
@@ -34,7 +39,20 @@ COLUMNS = (
     "kafka_partition",
     "kafka_offset",
 )
+COLUMN_TYPES = (
+    "timestamptz", "uuid", "text", "int8", "text", "text", "text", "text", "int4", "text", "jsonb", "int4", "int8",
+)  # fmt: skip
 STAGING = "guardian_events_staging"
+UNNEST_MAX_ROWS = 500  # the crossover measured below
+INSERT_UNNEST = (
+    f"INSERT INTO guardian_events ({', '.join(COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(COLUMN_TYPES, 1))})"
+    " ON CONFLICT (event_time, event_id) DO NOTHING"
+)
+INSERT_STAGED = (
+    f"INSERT INTO guardian_events ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {STAGING}"
+    " ON CONFLICT (event_time, event_id) DO NOTHING"
+)
 
 
 def micros_to_datetime(micros: int) -> datetime:
@@ -76,6 +94,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _rollback_if_open(conn: asyncpg.Connection) -> None:
+    """What a released connection needs here. asyncpg's default reset (unlock, CLOSE ALL, UNLISTEN,
+    RESET ALL) is one more round trip per batch for state this sink never sets."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class PostgresSink:
     name = "postgres"
 
@@ -91,7 +116,12 @@ class PostgresSink:
         # Created on first use, so a worker starts (and answers probes) while PostgreSQL is down.
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.max_connections, init=_init_connection, timeout=10
+                self.dsn,
+                min_size=1,
+                max_size=self.max_connections,
+                init=_init_connection,
+                reset=_rollback_if_open,
+                timeout=10,
             )
         return self._pool
 
@@ -100,13 +130,12 @@ class PostgresSink:
             return
         rows = [to_row(stored) for stored in batch]
         pool = await self._get_pool()
-        columns = ", ".join(COLUMNS)
+        if len(rows) <= UNNEST_MAX_ROWS:
+            await pool.execute(INSERT_UNNEST, *(list(column) for column in zip(*rows, strict=True)), timeout=30)
+            return
         async with pool.acquire(timeout=10) as conn, conn.transaction():
             await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
-            await conn.execute(
-                f"INSERT INTO guardian_events ({columns}) SELECT {columns} FROM {STAGING}"
-                " ON CONFLICT (event_time, event_id) DO NOTHING"
-            )
+            await conn.execute(INSERT_STAGED)
 
     async def ensure_partitions(self, retention_days: int) -> list[str]:
         pool = await self._get_pool()
