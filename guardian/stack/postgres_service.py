@@ -107,6 +107,9 @@ class PostgresService:
             # but commits need not wait for it.
             "-c",
             "synchronous_commit=off",
+            # On a small machine an autovacuum run shows as a latency blip elsewhere; this places it.
+            "-c",
+            "log_autovacuum_min_duration=250ms",
         ]
         if self.timescaledb_available(bin_dir):
             options += ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off"]
