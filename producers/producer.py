@@ -122,7 +122,7 @@ class GuardianProducer:
         self._counts = dict.fromkeys(("emitted", "failed", "spooled", "dropped"), 0)
         self._produced_direct = 0  # written by emit() only
         self._caller_polled_at = 0.0  # when emit() last served delivery reports (monotonic s)
-        self._failed_direct = 0  # written by the background thread only
+        self._failed_direct = 0  # written by the failure callback, under the lock
         self._drain_delivered = 0
         self._drain_in_flight = 0
         self._drain_failed = False

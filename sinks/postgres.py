@@ -9,8 +9,9 @@
   ~640k rows/s plain, ~200k rows/s with the conflict check).
 
 Measured on the 2-core bench host (pool, same table), unnest vs COPY per batch: 50 rows 1.1 vs
-1.8 ms, 200 rows 3.4 vs 3.9 ms, 1,000 rows 18 vs 16 ms, 5,000 rows 95 vs 60 ms. Either way a redelivered batch inserts
-nothing twice. Works the same on a hypertable and on the natively partitioned table.
+1.8 ms, 200 rows 3.4 vs 3.9 ms, 1,000 rows 18 vs 16 ms, 5,000 rows 95 vs 60 ms. Either way a
+redelivered batch inserts nothing twice. Works the same on a hypertable and on the natively
+partitioned table.
 """
 
 from __future__ import annotations
