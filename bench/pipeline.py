@@ -251,9 +251,9 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
 
 
 def _settle_database(settings: Settings) -> float:
-    """VACUUM ANALYZE after the throughput burst, so the autovacuum it triggers does not land in the
-    latency window. On 2 cores a one-second VACUUM takes the CPU the pipeline needs: measured, one
-    during a 5k/s run held the hot view back up to 255 ms and put its p99 at 190 ms."""
+    """VACUUM ANALYZE, so that autovacuum has nothing to do during a measured window. On 2 cores a
+    one-second VACUUM takes the CPU the pipeline needs: measured, one during a 5k/s run held the
+    hot view back up to 255 ms and put its p99 at 190 ms."""
 
     async def vacuum() -> float:
         conn = await asyncpg.connect(settings.postgres_dsn)
@@ -314,6 +314,9 @@ def run_pipeline_bench(settings: Settings, events: int, rate: int = 5000, second
         worker = _start_worker(settings, topic, alerts_topic, group, workdir)
         try:
             click.echo("pipeline benchmark: one worker, local stack")
+            # Before the burst too: rows written and deleted before this run (tests, the demo, an
+            # earlier run) would otherwise have autovacuum land in the measured window.
+            click.echo(f"  settling: VACUUM ANALYZE before the burst took {_settle_database(settings):.1f} s")
             throughput = _throughput(settings, topic, events, workdir, worker)
             click.echo(f"  settling: VACUUM ANALYZE after the burst took {_settle_database(settings):.1f} s")
             click.echo(f"  latency: {rate} events/s for {seconds:.0f} s, 1 breaker OPEN per {BREAKER_EVERY} events")
