@@ -312,8 +312,6 @@ def _remove_bench_data(settings: Settings, producer_ids: list[str]) -> tuple[int
         conn = await asyncpg.connect(settings.postgres_dsn)
         try:
             status = await conn.execute("DELETE FROM guardian_events WHERE producer_id = ANY($1)", producer_ids)
-            # Now, not when autovacuum gets to the dead rows: that could be in the next run's window.
-            await conn.execute("VACUUM (ANALYZE) guardian_events")
             return int(status.split()[-1])
         finally:
             await conn.close()
@@ -371,6 +369,8 @@ def run_pipeline_bench(settings: Settings, events: int, rate: int = 5000, second
     admin.delete_topics([topic, alerts_topic, *state_topics])
     rows, keys = _remove_bench_data(settings, [*throughput.pop("producer_ids"), latency.pop("producer_id")])
     click.echo(f"  removed the bench's data: {rows} rows, {keys} Redis keys")
+    # Now, not when autovacuum gets to the dead rows: that could be in the next run's window.
+    click.echo(f"  settling after the cleanup: {_settle_stores(settings)}")
     result = {
         "machine": describe_machine(),
         **throughput,
