@@ -12,8 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from guardian.cpus import parse_cpu_list
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,6 +56,11 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(
         20, ge=0, description="librdkafka linger.ms of the producer: batching delay before a send."
     )
+    producer_io_cpus: str | None = Field(
+        None,
+        description="CPUs for the producer's network threads, e.g. '1' or '2-3': keep them off the trading"
+        " thread's core. Unset = wherever the OS puts them.",
+    )
     spool_dir: Path = Field(REPO_ROOT / ".stack" / "spool", description="Disk spool for events Kafka can't take.")
 
     # --- Worker ----------------------------------------------------------------
@@ -81,6 +88,13 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="Log level of every guardian process.")
     log_format: str = Field("console", description="'json' for machine-readable logs, 'console' for people.")
+
+    @field_validator("producer_io_cpus")
+    @classmethod
+    def _cpu_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cpu_list(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod

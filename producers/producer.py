@@ -37,6 +37,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CollectorRegistry
 
+from guardian.cpus import parse_cpu_list, running_on
 from guardian.logs import get_logger
 from guardian.settings import Settings, get_settings
 from producers.metrics import ProducerCollector
@@ -69,6 +70,7 @@ class GuardianProducer:
         fsync_interval_ms: int = 100,
         fsync_every_records: int = 0,
         kafka_config: dict[str, Any] | None = None,
+        io_cpus: frozenset[int] | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         settings = settings or get_settings()
@@ -107,10 +109,13 @@ class GuardianProducer:
         # reports every delivery, because each ack may free a spool segment. They never send at
         # the same time: the drain starts only once the direct queue is empty, and direct sending
         # resumes only once the spool is empty.
-        self._producer = Producer(
-            {**config, "delivery.report.only.error": True, "on_delivery": self._on_direct_failure}
-        )
-        self._drainer = Producer(config)
+        if io_cpus is None and settings.producer_io_cpus:
+            io_cpus = parse_cpu_list(settings.producer_io_cpus)
+        with running_on(io_cpus):  # librdkafka's threads start here and inherit this placement
+            self._producer = Producer(
+                {**config, "delivery.report.only.error": True, "on_delivery": self._on_direct_failure}
+            )
+            self._drainer = Producer(config)
         self._spool_after_s = spool_after_s
         self._fsync_interval_s = fsync_interval_ms / 1000
         self._lock = threading.Lock()
@@ -134,7 +139,8 @@ class GuardianProducer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._background, name=f"guardian-producer-{self.producer_id}")
         self._thread.daemon = True
-        self._thread.start()
+        with running_on(io_cpus):
+            self._thread.start()
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics_registry.register(ProducerCollector(self.stats, self.producer_id))
 
