@@ -6,6 +6,11 @@ All three runs happen in one process, one after the other, on the same machine:
 - baseline_raw_produce: confluent-kafka Producer.produce() of pre-encoded bytes, the floor.
 Latency is per call (perf_counter_ns); the garbage collector stays on, as in a real host.
 Each run is repeated (default 3) and the run with the median p99 is reported, all runs beside it.
+
+Placement, as a trading host deploys it: the emitting thread on a core of its own, the producer's
+network threads (GUARDIAN_PRODUCER_IO_CPUS) on the others, so they do not preempt the caller
+(the co-located broker, unpinned, still can). The same placement applies to all three runs. A fourth run,
+broker_up_os_placed, is broker_up with no placement at all, to show what it buys.
 """
 
 from __future__ import annotations
@@ -14,15 +19,30 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
 from bench.machine import describe_machine
+from guardian.cpus import running_on, usable_cpus
 from guardian.settings import Settings
 from producers import GuardianProducer
 from schemas.codec import EventCodec
 
 SYMBOLS = [f"B{i:02d}" for i in range(20)]
+
+
+class Placement(NamedTuple):
+    caller: frozenset[int] | None
+    io: frozenset[int] | None
+
+
+def split_cores() -> Placement:
+    """The lowest usable CPU for the emitting thread, the rest for the network threads."""
+    cpus = usable_cpus()
+    if len(cpus) < 2:
+        return Placement(None, None)  # one core: nothing to split
+    return Placement(frozenset({min(cpus)}), cpus - {min(cpus)})
 
 
 def _summary(latencies_ns: list[int], seconds: float) -> dict:
@@ -51,10 +71,10 @@ def _emit_loop(producer: GuardianProducer, events: int) -> dict:
     return _summary(latencies, time.perf_counter() - began)
 
 
-def bench_broker_up(settings: Settings, events: int) -> dict:
+def bench_broker_up(settings: Settings, events: int, io_cpus: frozenset[int] | None) -> dict:
     with (
         tempfile.TemporaryDirectory() as spool,
-        GuardianProducer(settings, producer_id="bench-up", spool_dir=Path(spool)) as producer,
+        GuardianProducer(settings, producer_id="bench-up", spool_dir=Path(spool), io_cpus=io_cpus) as producer,
     ):
         _emit_loop(producer, min(events, 20_000))  # warm-up: connections, caches
         result = _emit_loop(producer, events)
@@ -63,7 +83,7 @@ def bench_broker_up(settings: Settings, events: int) -> dict:
     return result
 
 
-def bench_broker_down(settings: Settings, events: int) -> dict:
+def bench_broker_down(settings: Settings, events: int, io_cpus: frozenset[int] | None) -> dict:
     with tempfile.TemporaryDirectory() as spool:
         producer = GuardianProducer(
             settings,
@@ -72,6 +92,7 @@ def bench_broker_down(settings: Settings, events: int) -> dict:
             bootstrap_servers="127.0.0.1:1",  # nothing listens: every event must go to the spool
             spool_after_s=0.1,
             spool_max_bytes=8 * 1024**3,
+            io_cpus=io_cpus,
         )
         producer.drift("B00", metric="m", expected=1.0, observed=1.0, drift_score=0.0)
         deadline = time.monotonic() + 10
@@ -83,7 +104,7 @@ def bench_broker_down(settings: Settings, events: int) -> dict:
     return result
 
 
-def bench_raw_produce(settings: Settings, events: int) -> dict:
+def bench_raw_produce(settings: Settings, events: int, io_cpus: frozenset[int] | None) -> dict:
     from confluent_kafka import Producer
 
     codec = EventCodec()
@@ -98,16 +119,16 @@ def bench_raw_produce(settings: Settings, events: int) -> dict:
             }),
         }
     )  # fmt: skip
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "compression.type": "lz4",
-            "linger.ms": 5,
-            "queue.buffering.max.messages": 1_000_000,
-        }
-    )
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "queue.buffering.max.messages": 1_000_000,
+    }
+    with running_on(io_cpus):
+        producer = Producer(config)
     keys = [s.encode() for s in SYMBOLS]
     latencies = [0] * events
     clock = time.perf_counter_ns
@@ -144,24 +165,29 @@ def run_producer_bench(settings: Settings, events: int, repeat: int = 3) -> dict
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(timeout=30)
     settings = settings.model_copy(update={"events_topic": topic})
+    placement = split_cores()
     try:
-        result = {
-            "machine": describe_machine(),
-            "repeat": repeat,
-            "broker_up": _median_of([bench_broker_up(settings, events) for _ in range(repeat)]),
-            "broker_down": _median_of([bench_broker_down(settings, events) for _ in range(repeat)]),
-            "baseline_raw_produce": _median_of([bench_raw_produce(settings, events) for _ in range(repeat)]),
-        }
+        result: dict = {"machine": describe_machine(), "repeat": repeat}
+        result["placement"] = {name: sorted(cpus) if cpus else None for name, cpus in placement._asdict().items()}
+        with running_on(placement.caller):
+            for name, bench in (
+                ("broker_up", bench_broker_up),
+                ("broker_down", bench_broker_down),
+                ("baseline_raw_produce", bench_raw_produce),
+            ):
+                result[name] = _median_of([bench(settings, events, placement.io) for _ in range(repeat)])
+        result["broker_up_os_placed"] = _median_of([bench_broker_up(settings, events, None) for _ in range(repeat)])
     finally:
         admin.delete_topics([topic])
     raw = result["baseline_raw_produce"]
     result["emit_vs_raw_cost_ratio_p50"] = round(result["broker_up"]["emit_p50_us"] / max(raw["emit_p50_us"], 0.01), 1)
     click.echo(
         f"\nproducer benchmark: {events} events per run, one thread, median of {repeat} runs by p99"
-        f" ({result['machine']['cpu_model']})"
+        f" ({result['machine']['cpu_model']})\nemitting thread on CPUs {result['placement']['caller']},"
+        f" network threads on CPUs {result['placement']['io']}; broker_up_os_placed: no placement"
     )
     click.echo(f"{'run':<22}{'p50 us':>9}{'p99 us':>9}{'p99.9 us':>10}{'events/s':>12}")
-    for name in ("broker_up", "broker_down", "baseline_raw_produce"):
+    for name in ("broker_up", "broker_down", "baseline_raw_produce", "broker_up_os_placed"):
         row = result[name]
         click.echo(
             f"{name:<22}{row['emit_p50_us']:>9}{row['emit_p99_us']:>9}{row['emit_p999_us']:>10}{row['events_per_s']:>12}"
