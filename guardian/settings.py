@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     kafka_port: int = Field(19092, description="Client port of the local Kafka broker.")
     kafka_controller_port: int = Field(19093, description="KRaft controller port of the local Kafka.")
     kafka_heap: str = Field("768m", description="JVM heap of the local Kafka broker.")
+    kafka_jvm_options: str = Field(
+        "",
+        description="More JVM options for the local Kafka broker, space-separated; they override the stack's own.",
+    )
 
     log_level: str = Field("INFO", description="Log level of every guardian process.")
     log_format: str = Field("console", description="'json' for machine-readable logs, 'console' for people.")

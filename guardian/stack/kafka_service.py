@@ -176,6 +176,7 @@ class KafkaService:
                 "-XX:MaxGCPauseMillis=20",
                 # Pauses with wall-clock times, to line up with a latency spike in a benchmark.
                 f"-Xlog:gc:file={self.process.log_dir / 'kafka-gc.log'}:time,uptime:filecount=3,filesize=10m",
+                *self.settings.kafka_jvm_options.split(),
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                 "-cp",
