@@ -39,7 +39,10 @@ class Placement(NamedTuple):
 
 def split_cores() -> Placement:
     """The lowest usable CPU for the emitting thread, the rest for the network threads."""
-    cpus = usable_cpus()
+    try:
+        cpus = usable_cpus()
+    except OSError:  # not Linux: no placement
+        return Placement(None, None)
     if len(cpus) < 2:
         return Placement(None, None)  # one core: nothing to split
     return Placement(frozenset({min(cpus)}), cpus - {min(cpus)})
