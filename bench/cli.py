@@ -12,14 +12,29 @@ from guardian.settings import get_settings
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _ensure_stack() -> None:
-    """Benchmarks need the real services; start the local stack if it is not running."""
+# A broker in its first minutes runs its JIT's profiling code and compiles on the cores the benchmark
+# measures; tails are worse then (README, Benchmarks).
+FRESH_BROKER_S = 600
+
+
+def _ensure_stack() -> dict[str, float | None]:
+    """Benchmarks need the real services; start the local stack if it is not running. Returns each
+    local service's uptime in seconds (None: not the local stack's process), stored with the result."""
     from guardian.stack.health import probe_all
     from guardian.stack.manager import Stack
 
     settings = get_settings()
+    stack = Stack(settings)
     if not all(p.healthy for p in probe_all(settings)):
-        Stack(settings).up(report=lambda line: click.echo(f"stack: {line}"))
+        stack.up(report=lambda line: click.echo(f"stack: {line}"))
+    uptimes = {name: service.process.uptime_s() for name, service in stack.services.items()}
+    broker = uptimes.get("kafka")
+    if broker is not None and broker < FRESH_BROKER_S:
+        click.echo(
+            f"note: the local Kafka broker started {broker:.0f} s ago; in its first ~{FRESH_BROKER_S // 60} minutes"
+            " tail latencies are worse (README, Benchmarks): compare runs of a broker that has been up longer"
+        )
+    return uptimes
 
 
 def write_result(name: str, result: dict) -> Path:
@@ -42,8 +57,8 @@ def producer(events: int, repeat: int) -> None:
     """emit() latency and throughput, broker up and down, against raw Producer.produce()."""
     from bench.producer import run_producer_bench
 
-    _ensure_stack()
-    write_result("producer", run_producer_bench(get_settings(), events, repeat))
+    uptimes = _ensure_stack()
+    write_result("producer", {**run_producer_bench(get_settings(), events, repeat), "stack_uptime_s": uptimes})
 
 
 @bench.command()
@@ -53,8 +68,8 @@ def pipeline(events: int, rate: int) -> None:
     """End-to-end throughput into PostgreSQL + Redis and emit->Redis latency, against a plain consumer."""
     from bench.pipeline import run_pipeline_bench
 
-    _ensure_stack()
-    write_result("pipeline", run_pipeline_bench(get_settings(), events, rate))
+    uptimes = _ensure_stack()
+    write_result("pipeline", {**run_pipeline_bench(get_settings(), events, rate), "stack_uptime_s": uptimes})
 
 
 @bench.command(name="all")

@@ -11,11 +11,13 @@ from guardian.settings import Settings
 from guardian.stack.kafka_service import KafkaService
 from guardian.stack.layout import StackLayout
 from guardian.stack.postgres_service import PostgresService
+from guardian.stack.process import ManagedProcess
 from guardian.stack.redis_service import RedisService
 
 
 class Service(Protocol):
     name: str
+    process: ManagedProcess
 
     @property
     def address(self) -> str: ...

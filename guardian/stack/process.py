@@ -43,6 +43,15 @@ class ManagedProcess:
             return None
         return pid if _start_time(pid) == started else None
 
+    def uptime_s(self) -> float | None:
+        """Seconds since our process started, or None when it is not running."""
+        pid = self.pid()
+        started = _start_time(pid) if pid is not None else None
+        if started is None:
+            return None
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
+        return round(since_boot - int(started) / os.sysconf("SC_CLK_TCK"), 1)
+
     def stale_pid_file(self) -> bool:
         """True when a pid file exists but its process is gone: the last run crashed or was killed."""
         return self.pid_file.exists() and self.pid() is None

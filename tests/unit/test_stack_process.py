@@ -17,8 +17,10 @@ def test_spawned_process_is_ours_until_it_exits(tmp_path):
     managed = ManagedProcess("sleeper", tmp_path / "run", tmp_path / "logs")
     pid = managed.spawn([sys.executable, "-c", "import time; time.sleep(60)"])
     assert managed.pid() == pid
+    assert 0 <= managed.uptime_s() < 30  # seconds since this start, not since boot
     assert managed.stop(timeout=5) is True
     assert managed.pid() is None
+    assert managed.uptime_s() is None
     assert not managed.pid_file.exists()
 
 
