@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(
         20, ge=0, description="librdkafka linger.ms of the producer: batching delay before a send."
     )
+    producer_report_interval_ms: float = Field(
+        25,
+        ge=0,
+        description="How often emit() serves Kafka's delivery reports, in ms: fewer, larger batches of them"
+        " keep emit()'s p99/p99.9 low; each batch is one slower call.",
+    )
     producer_io_cpus: str | None = Field(
         None,
         description="CPUs for the producer's network threads, e.g. '1' or '2-3': keep them off the trading"
