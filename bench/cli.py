@@ -13,13 +13,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # A broker in its first minutes runs its JIT's profiling code and compiles on the cores the benchmark
-# measures; tails are worse then (README, Benchmarks).
+# measures; the benchmarks warm a broker this young first (bench/warmup.py).
 FRESH_BROKER_S = 600
+_warmed_pids: set[int] = set()
 
 
-def _ensure_stack() -> dict[str, float | None]:
-    """Benchmarks need the real services; start the local stack if it is not running. Returns each
-    local service's uptime in seconds (None: not the local stack's process), stored with the result."""
+def _ensure_stack(warm: bool) -> dict:
+    """Benchmarks need the real services; start the local stack if it is not running, and warm a young
+    local broker unless told not to. Returns each local service's uptime in seconds (None: not the
+    local stack's process) and the warm-up done, both stored with the result."""
+    from bench.warmup import warm_broker
     from guardian.stack.health import probe_all
     from guardian.stack.manager import Stack
 
@@ -28,13 +31,19 @@ def _ensure_stack() -> dict[str, float | None]:
     if not all(p.healthy for p in probe_all(settings)):
         stack.up(report=lambda line: click.echo(f"stack: {line}"))
     uptimes = {name: service.process.uptime_s() for name, service in stack.services.items()}
-    broker = uptimes.get("kafka")
-    if broker is not None and broker < FRESH_BROKER_S:
-        click.echo(
-            f"note: the local Kafka broker started {broker:.0f} s ago; in its first ~{FRESH_BROKER_S // 60} minutes"
-            " tail latencies are worse (README, Benchmarks): compare runs of a broker that has been up longer"
-        )
-    return uptimes
+    broker, pid = uptimes.get("kafka"), stack.services["kafka"].process.pid()
+    warmup = None
+    if broker is not None and broker < FRESH_BROKER_S and pid is not None and pid not in _warmed_pids:
+        if warm:
+            click.echo(f"the local Kafka broker started {broker:.0f} s ago: warming it up first (--no-warmup skips)")
+            warmup = warm_broker(settings, pid, click.echo)
+            _warmed_pids.add(pid)
+        else:
+            click.echo(
+                f"note: the local Kafka broker started {broker:.0f} s ago and is not warmed up (--no-warmup):"
+                " tail latencies are worse in its first minutes (README, Benchmarks)"
+            )
+    return {"stack_uptime_s": uptimes, "broker_warmup": warmup}
 
 
 def write_result(name: str, result: dict) -> Path:
@@ -45,6 +54,14 @@ def write_result(name: str, result: dict) -> Path:
     return path
 
 
+WARMUP_OPTION = click.option(
+    "--warmup/--no-warmup",
+    default=True,
+    show_default=True,
+    help=f"Warm a local broker younger than {FRESH_BROKER_S} s before measuring.",
+)
+
+
 @click.group()
 def bench() -> None:
     """Benchmarks with a baseline measured in the same run."""
@@ -53,23 +70,25 @@ def bench() -> None:
 @bench.command()
 @click.option("--events", type=int, default=100_000, show_default=True, help="Events per run.")
 @click.option("--repeat", type=int, default=3, show_default=True, help="Runs per case; the median (by p99) is kept.")
-def producer(events: int, repeat: int) -> None:
+@WARMUP_OPTION
+def producer(events: int, repeat: int, warmup: bool) -> None:
     """emit() latency and throughput, broker up and down, against raw Producer.produce()."""
     from bench.producer import run_producer_bench
 
-    uptimes = _ensure_stack()
-    write_result("producer", {**run_producer_bench(get_settings(), events, repeat), "stack_uptime_s": uptimes})
+    stack = _ensure_stack(warmup)
+    write_result("producer", {**run_producer_bench(get_settings(), events, repeat), **stack})
 
 
 @bench.command()
 @click.option("--events", type=int, default=100_000, show_default=True, help="Events for the throughput run.")
 @click.option("--rate", type=int, default=5000, show_default=True, help="Events/s of the latency run.")
-def pipeline(events: int, rate: int) -> None:
+@WARMUP_OPTION
+def pipeline(events: int, rate: int, warmup: bool) -> None:
     """End-to-end throughput into PostgreSQL + Redis and emit->Redis latency, against a plain consumer."""
     from bench.pipeline import run_pipeline_bench
 
-    uptimes = _ensure_stack()
-    write_result("pipeline", {**run_pipeline_bench(get_settings(), events, rate), "stack_uptime_s": uptimes})
+    stack = _ensure_stack(warmup)
+    write_result("pipeline", {**run_pipeline_bench(get_settings(), events, rate), **stack})
 
 
 @bench.command(name="all")

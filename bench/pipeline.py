@@ -75,6 +75,13 @@ def _percentile(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 2) if ordered else float("nan")
 
 
+def _windowed_p99(times: list[float], values: list[float], began: float, window_s: float) -> list[float]:
+    windows: dict[int, list[float]] = defaultdict(list)
+    for at, value in zip(times, values, strict=True):
+        windows[int((at - began) // window_s)].append(value)
+    return [_percentile(windows[w], 0.99) for w in sorted(windows)]
+
+
 def _start_worker(
     settings: Settings, topic: str, alerts_topic: str, group: str, workdir: Path
 ) -> subprocess.Popen[bytes]:
@@ -192,6 +199,7 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
     pending: dict[str, deque[tuple[int, float]]] = defaultdict(deque)  # key -> [(sequence, emitted at)]
     lock = threading.Lock()
     latencies: list[float] = []
+    emitted_at: list[float] = []  # when each sample was emitted, beside its latency
     done = threading.Event()
 
     def poll() -> None:
@@ -215,7 +223,9 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
                     with lock:
                         samples = pending[key]
                         while samples and applied >= samples[0][0]:
-                            latencies.append((now - samples.popleft()[1]) * 1000)
+                            sent = samples.popleft()[1]
+                            latencies.append((now - sent) * 1000)
+                            emitted_at.append(sent)
             time.sleep(POLL_INTERVAL_S)
             if done.is_set() and time.perf_counter() - finished_at > 30:
                 break
@@ -272,6 +282,8 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
         "emit_to_redis_p50_ms": _percentile(latencies, 0.50),
         "emit_to_redis_p99_ms": _percentile(latencies, 0.99),
         "emit_to_redis_samples": len(latencies),
+        # Where in the run the tail falls: p99 of each 5 s window of emits.
+        "emit_to_redis_p99_ms_per_5s": _windowed_p99(emitted_at, latencies, began, 5.0),
         # The bench process itself (emitter, Redis poller, alerts reader) during the run, in cores.
         "latency_run_bench_cpu_cores": round(bench_cpu, 2),
     }

@@ -52,3 +52,22 @@ def running_on(cpus: frozenset[int] | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, previous)
+
+
+def idle_priority_threads(pid: int, name_contains: str) -> list[str]:
+    """Move the threads of process `pid` whose name contains `name_contains` to SCHED_IDLE: they run
+    only on CPU time nothing else wants. Returns the names of the threads moved. Linux only; an
+    unprivileged user may do this to its own processes (lowering priority needs no capability)."""
+    if not hasattr(os, "SCHED_IDLE"):
+        raise OSError("thread priorities need Linux (os.sched_setscheduler)")
+    moved = []
+    for task in sorted(os.listdir(f"/proc/{pid}/task")):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as comm:
+                name = comm.read().strip()
+            if name_contains in name:
+                os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
+                moved.append(name)
+        except (ProcessLookupError, FileNotFoundError):  # the thread ended meanwhile
+            continue
+    return moved

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     # --- Producer --------------------------------------------------------------
     producer_id: str | None = Field(None, description="Producer identity; default <host>-<pid>.")
     producer_linger_ms: int = Field(
-        20, ge=0, description="librdkafka linger.ms of the producer: batching delay before a send."
+        10, ge=0, description="librdkafka linger.ms of the producer: batching delay before a send."
     )
     producer_report_interval_ms: float = Field(
         25,
