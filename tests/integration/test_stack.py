@@ -53,6 +53,18 @@ def test_events_topic_has_partitions_and_retention_of_the_replay_window(settings
     assert int(config["retention.ms"].value) == 7 * 24 * 3600 * 1000
 
 
+def test_the_local_brokers_jit_compiler_threads_run_at_idle_priority(settings: Settings):
+    """They share the host's cores with the pipeline; at idle priority they compile on spare CPU only."""
+    pid = int((settings.stack_dir / "run" / "kafka.pid").read_text().split()[0])
+    policies = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        name = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+        if "CompilerThre" in name:
+            policies[name] = os.sched_getscheduler(int(task))
+    assert policies, "no JIT compiler threads found in the broker"
+    assert set(policies.values()) == {os.SCHED_IDLE}, policies
+
+
 def test_a_stopped_service_shows_down_and_comes_back(settings: Settings):
     assert guardian("stack", "stop", "redis").returncode == 0
     try:

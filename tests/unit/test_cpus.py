@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from guardian.cpus import parse_cpu_list, running_on, usable_cpus
+from guardian.cpus import idle_priority_threads, parse_cpu_list, running_on, usable_cpus
 from guardian.settings import Settings
 from producers import GuardianProducer
 
@@ -68,3 +69,15 @@ def test_the_producers_network_threads_run_on_the_io_cpus_and_the_caller_stays_p
         assert usable_cpus() == caller
     finally:
         producer.close(timeout=0)
+
+
+def test_idle_priority_moves_only_the_named_threads_of_a_process():
+    sleeper = subprocess.Popen(["sleep", "30"])  # one thread, named "sleep"
+    try:
+        assert idle_priority_threads(sleeper.pid, "no-such-thread") == []
+        assert os.sched_getscheduler(sleeper.pid) == os.SCHED_OTHER
+        assert idle_priority_threads(sleeper.pid, "slee") == ["sleep"]
+        assert os.sched_getscheduler(sleeper.pid) == os.SCHED_IDLE
+    finally:
+        sleeper.kill()
+        sleeper.wait()
