@@ -85,6 +85,7 @@ class GuardianProducer:
             max_bytes=spool_max_bytes,
             fsync_every_records=fsync_every_records,
             full_policy=spool_full_policy,
+            maintained=True,  # the background thread does its file work, never emit()
         )
         self._lock_file = _lock_directory(self._spool.directory)
         config = {
@@ -359,6 +360,7 @@ class GuardianProducer:
             if now - last_fsync >= self._fsync_interval_s:
                 self._spool.fsync()
                 last_fsync = now
+            self._spool.maintain()
             self._watch_progress(now)
             if self._spooling:
                 self._drain_step()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.spool import FullPolicy, Spool
+from producers.spool import STANDBY_NAME, FullPolicy, Spool
 
 
 def fill(spool: Spool, count: int, start: int = 0) -> None:
@@ -112,3 +112,39 @@ def test_fsync_every_n_records(tmp_path, every):
     spool = Spool(tmp_path, fsync_every_records=every)
     fill(spool, 6)
     assert spool._unsynced < every
+
+
+# -- a maintained spool: the owner's background thread does the file work --------------------------
+def test_maintained_spool_writes_into_the_segment_prepared_ahead(tmp_path):
+    spool = Spool(tmp_path, segment_bytes=4096, maintained=True)
+    spool.maintain()
+    standby = tmp_path / STANDBY_NAME
+    assert standby.stat().st_size == 4096  # allocated before any record needs it
+    standby_inode = standby.stat().st_ino
+    fill(spool, 1)
+    segment = tmp_path / f"{0:020d}.seg"
+    assert not standby.exists() and segment.stat().st_ino == standby_inode  # renamed, not created
+    spool.maintain()
+    assert standby.exists()  # the next one is ready again
+    fill(spool, 999, start=1)  # rolls over several times; retired segments wait for maintain()
+    spool.maintain()
+    segments = sorted(tmp_path.glob("*.seg"))
+    assert len(segments) > 3
+    # A retired segment was closed: cut to its records, no zeroed tail left.
+    assert all(path.stat().st_size < 4096 for path in segments[:-1])
+    spool.close()
+    assert not standby.exists()
+    assert drain_all(Spool(tmp_path, segment_bytes=4096)) == [f"value-{i}".encode() for i in range(1000)]
+
+
+def test_a_prepared_segment_is_removed_at_start_unless_it_holds_records(tmp_path):
+    spool = Spool(tmp_path, segment_bytes=4096, maintained=True)
+    spool.maintain()  # prepared, then the process dies
+    assert Spool(tmp_path).pending_records() == 0
+    assert not (tmp_path / STANDBY_NAME).exists()
+    # A power loss can lose the rename that made the prepared file a segment: its records still count.
+    spool = Spool(tmp_path, segment_bytes=4096, maintained=True)
+    fill(spool, 3)
+    (tmp_path / f"{0:020d}.seg").rename(tmp_path / STANDBY_NAME)
+    recovered = Spool(tmp_path)
+    assert drain_all(recovered) == [f"value-{i}".encode() for i in range(3)]
