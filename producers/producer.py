@@ -348,6 +348,7 @@ class GuardianProducer:
     # -- the background thread ------------------------------------------------------------------
     def _background(self) -> None:
         last_fsync = time.monotonic()
+        spool_error = ""  # logged once until it changes or clears
         while not self._stop.is_set():
             # Every wake-up of this thread takes the GIL from the trading thread mid-emit(): while
             # nothing is spooled it wakes 10 times a second, while draining 50 times. It serves the
@@ -357,10 +358,16 @@ class GuardianProducer:
             now = time.monotonic()
             if self._spooling or now - self._caller_polled_at >= self._caller_quiet_s:
                 self._producer.poll(0)
-            if now - last_fsync >= self._fsync_interval_s:
-                self._spool.fsync()
-                last_fsync = now
-            self._spool.maintain()
+            try:
+                if now - last_fsync >= self._fsync_interval_s:
+                    self._spool.fsync()
+                    last_fsync = now
+                self._spool.maintain()
+                spool_error = ""
+            except OSError as error:  # a full or failing disk: the thread must live on to drain
+                if str(error) != spool_error:
+                    log.error("spool file work failed; retrying", error=str(error), producer_id=self.producer_id)
+                spool_error = str(error)
             self._watch_progress(now)
             if self._spooling:
                 self._drain_step()

@@ -111,11 +111,16 @@ class _Writer:
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.posix_fallocate(self.fd, 0, size)
-        self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED)
-        if not _fault_in(self.map):  # an older kernel: let mmap do it, GIL held
-            self.map.close()
-            self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        try:
+            os.posix_fallocate(self.fd, 0, size)
+            self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED)
+            if not _fault_in(self.map):  # an older kernel: let mmap do it, GIL held
+                self.map.close()
+                self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        except OSError:  # a full disk, say: leave no half-made file behind to block the next try
+            os.close(self.fd)
+            path.unlink(missing_ok=True)
+            raise
 
     def close(self, used: int) -> None:
         """Unmap, cut the file to the `used` bytes (the rest is zeros), sync. The written pages stay

@@ -148,3 +148,12 @@ def test_a_prepared_segment_is_removed_at_start_unless_it_holds_records(tmp_path
     (tmp_path / f"{0:020d}.seg").rename(tmp_path / STANDBY_NAME)
     recovered = Spool(tmp_path)
     assert drain_all(recovered) == [f"value-{i}".encode() for i in range(3)]
+
+
+def test_a_segment_that_cannot_be_allocated_leaves_no_file_to_block_the_next_try(tmp_path):
+    spool = Spool(tmp_path, segment_bytes=1 << 50, maintained=True)  # far more than any disk here
+    for _ in range(2):  # the second try gets the same error, not "file exists"
+        with pytest.raises(OSError) as failure:
+            spool.maintain()
+        assert not isinstance(failure.value, FileExistsError)
+        assert not (tmp_path / STANDBY_NAME).exists()
