@@ -20,7 +20,9 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from guardian.cpus import threads_named
 from guardian.settings import Settings
+from guardian.stack.kafka_service import JIT_THREAD_NAME
 from stream_processors.batch_source import WORKER_FETCH
 
 QUIET_JIT_SHARE = 0.05  # compiler threads under 5% of a core...
@@ -37,11 +39,9 @@ RECORD = os.urandom(160)  # about an encoded event's size
 def jit_cpu_seconds(pid: int) -> float:
     """CPU seconds used so far by the JVM's JIT compiler threads (Linux /proc)."""
     ticks = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
+    for tid, _name in threads_named(pid, JIT_THREAD_NAME):
         try:
-            if "Compiler" not in Path(f"/proc/{pid}/task/{task}/comm").read_text():
-                continue
-            fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime + stime

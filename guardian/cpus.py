@@ -54,6 +54,20 @@ def running_on(cpus: frozenset[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, previous)
 
 
+def threads_named(pid: int, name_contains: str) -> list[tuple[int, str]]:
+    """(thread id, name) of the threads of process `pid` whose name contains `name_contains` (Linux /proc)."""
+    found = []
+    for task in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as comm:
+                name = comm.read().strip()
+        except (ProcessLookupError, FileNotFoundError):  # the thread ended meanwhile
+            continue
+        if name_contains in name:
+            found.append((int(task), name))
+    return found
+
+
 def idle_priority_threads(pid: int, name_contains: str) -> list[str]:
     """Move the threads of process `pid` whose name contains `name_contains` to SCHED_IDLE: they run
     only on CPU time nothing else wants. Returns the names of the threads moved. Linux only; an
@@ -61,13 +75,10 @@ def idle_priority_threads(pid: int, name_contains: str) -> list[str]:
     if not hasattr(os, "SCHED_IDLE"):
         raise OSError("thread priorities need Linux (os.sched_setscheduler)")
     moved = []
-    for task in sorted(os.listdir(f"/proc/{pid}/task")):
+    for tid, name in threads_named(pid, name_contains):
         try:
-            with open(f"/proc/{pid}/task/{task}/comm") as comm:
-                name = comm.read().strip()
-            if name_contains in name:
-                os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
-                moved.append(name)
-        except (ProcessLookupError, FileNotFoundError):  # the thread ended meanwhile
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except ProcessLookupError:  # the thread ended meanwhile
             continue
+        moved.append(name)
     return moved

@@ -17,6 +17,8 @@ from guardian.stack.layout import StackLayout
 from guardian.stack.process import ManagedProcess, ensure_port_free, wait_until
 from guardian.stack.system import java_binary, maven_binary
 
+JIT_THREAD_NAME = "CompilerThre"  # HotSpot's "C1 CompilerThread0", "C2 CompilerThread0", cut to 15 chars
+
 LOG4J2 = """\
 status = warn
 appender.console.type = Console
@@ -206,7 +208,7 @@ class KafkaService:
         if pid is None or not hasattr(os, "SCHED_IDLE"):
             return ""
         try:
-            moved = idle_priority_threads(pid, "CompilerThre")
+            moved = idle_priority_threads(pid, JIT_THREAD_NAME)
         except OSError as error:
             return f", JIT compiler threads left at normal priority ({error})"
         return f", {len(moved)} JIT compiler threads at idle priority" if moved else ""

@@ -13,7 +13,9 @@ import asyncpg
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from guardian.cpus import threads_named
 from guardian.settings import Settings
+from guardian.stack.kafka_service import JIT_THREAD_NAME
 from guardian.stack.process import free_port
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
@@ -56,11 +58,7 @@ def test_events_topic_has_partitions_and_retention_of_the_replay_window(settings
 def test_the_local_brokers_jit_compiler_threads_run_at_idle_priority(settings: Settings):
     """They share the host's cores with the pipeline; at idle priority they compile on spare CPU only."""
     pid = int((settings.stack_dir / "run" / "kafka.pid").read_text().split()[0])
-    policies = {}
-    for task in os.listdir(f"/proc/{pid}/task"):
-        name = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
-        if "CompilerThre" in name:
-            policies[name] = os.sched_getscheduler(int(task))
+    policies = {name: os.sched_getscheduler(tid) for tid, name in threads_named(pid, JIT_THREAD_NAME)}
     assert policies, "no JIT compiler threads found in the broker"
     assert set(policies.values()) == {os.SCHED_IDLE}, policies
 
