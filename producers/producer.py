@@ -50,6 +50,9 @@ LATENCY_SPIKE = "io.guardian.events.LatencySpike"
 DRIFT = "io.guardian.events.Drift"
 BREAKER = "io.guardian.events.CircuitBreakerTransition"
 
+# librdkafka's queue.buffering.max.messages: when this many events await their acks, produce()
+# raises BufferError and emit() spools.
+QUEUE_CAPACITY = 200_000
 REPORT_CHECK_MASK = 15  # emit() looks at the clock for due delivery reports every 16 events
 CALLER_QUIET_S = 0.1  # after this long (or 2 report intervals) without emit(), the background thread serves them
 
@@ -97,7 +100,7 @@ class GuardianProducer:
             # same with 10 and 20 once delivery reports were served on a clock (README, Benchmarks).
             "linger.ms": settings.producer_linger_ms,
             "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.messages": QUEUE_CAPACITY,
             # Undelivered events stay in librdkafka until close() spools them; a finite timeout
             # would fail them out of order.
             "message.timeout.ms": 0,

@@ -13,6 +13,7 @@ from collections import Counter
 
 from guardian.settings import Settings
 from producers import GuardianProducer
+from producers.producer import QUEUE_CAPACITY
 from tests.integration.helpers import GUARDIAN, wait_for
 from tests.integration.kafka_read import assert_per_symbol_order, consume_events
 
@@ -53,7 +54,11 @@ def test_sustained_full_speed_emits_stay_on_the_direct_path(settings: Settings, 
         stats = producer.stats()
     assert stats["spooled"] == stats["failed"] == stats["dropped"] == 0, stats
     assert stats["delivered"] == total + 1
-    assert deepest < 50_000, f"librdkafka's queue reached {deepest} events: delivery reports fall behind"
+    # The broken mode filled the whole queue. Half is the margin: events awaiting a young broker's
+    # acks on a busy CI host have reached a quarter of it (51.6k) with reports served on time.
+    assert deepest < QUEUE_CAPACITY // 2, (
+        f"librdkafka's queue reached {deepest} of {QUEUE_CAPACITY} events: delivery reports fall behind"
+    )
 
 
 def _stack(action: str, service: str) -> None:
