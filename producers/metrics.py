@@ -24,6 +24,7 @@ GAUGES = {
     "spool_records": "Events in the disk spool not yet acknowledged",
     "queue_depth": "Events in librdkafka's queue, not yet acknowledged",
     "spooling": "1 while new events go to the spool instead of Kafka",
+    "drain_blocked": "1 while Kafka refuses the spooled events (e.g. the topic does not exist); they stay on disk",
 }
 
 

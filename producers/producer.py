@@ -136,13 +136,15 @@ class GuardianProducer:
         self._produced_direct = 0  # written by emit() only
         self._caller_polled_at = 0.0  # when emit() last served delivery reports (monotonic s)
         self._failed_direct = 0  # written by the failure callback, under the lock
+        self._delivery_error = ""  # the last one logged: a failed queue would log each event
         self._drain_delivered = 0
         self._drain_in_flight = 0
         self._drain_failed = False
         self._last_progress = time.monotonic()
         self._last_delivered = 0
-        self._broker_checked_at = 0.0
-        self._broker_up = False
+        self._drain_checked_at = 0.0
+        self._drain_ready = False
+        self._drain_problem = ""  # logged once until it changes or clears
         self._spooling = self._spool.pending_records() > 0  # a crashed process's spool goes first
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._background, name=f"guardian-producer-{self.producer_id}")
@@ -326,8 +328,10 @@ class GuardianProducer:
             self._counts["failed"] += 1
             self._spooling = True
             self._to_spool(message.key(), message.value())
-        if error.code() != KafkaError._PURGE_QUEUE:  # purges at close() are expected, not news
-            log.error("delivery failed: event re-spooled", error=str(error))
+        # Purges at close() are expected, not news; a failed queue fails each event the same way.
+        if error.code() != KafkaError._PURGE_QUEUE and str(error) != self._delivery_error:
+            self._delivery_error = str(error)
+            log.error("delivery failed: events re-spooled (the rest are counted in `failed`)", error=str(error))
 
     def _on_drain_delivery(self, segment: int) -> Any:
         def callback(error: KafkaError | None, message: Any) -> None:
@@ -392,20 +396,39 @@ class GuardianProducer:
                 waiting_events=queued,
             )
 
-    def _broker_reachable(self, now: float) -> bool:
-        """Checked at most once a second while spooling, so a dead broker costs no drain work."""
-        if now - self._broker_checked_at >= 1.0:
-            self._broker_checked_at = now
+    def _can_drain(self, now: float) -> bool:
+        """Whether the broker is up and the topic exists. Checked at most once a second while
+        spooling, so a dead broker, or a topic not created yet, costs no drain work."""
+        if now - self._drain_checked_at >= 1.0:
+            self._drain_checked_at = now
             try:
-                self._drainer.list_topics(self.topic, timeout=1.0)
-                self._broker_up = True
+                topic = self._drainer.list_topics(self.topic, timeout=1.0).topics[self.topic]
             except KafkaException:
-                self._broker_up = False
-        return self._broker_up
+                self._drain_ready = False  # the broker is away: already logged by error_cb
+            else:
+                self._drain_ready = topic.error is None
+                if topic.error is not None:
+                    self._drain_blocked(f"topic {self.topic!r}: {topic.error.str()}")
+                elif self._drain_problem:
+                    log.info("the spool can drain again", topic=self.topic, producer_id=self.producer_id)
+                    self._drain_problem = ""
+        return self._drain_ready
+
+    def _drain_blocked(self, problem: str) -> None:
+        """Events stay in the spool, retried once a second; said once per distinct problem."""
+        self._drain_ready = False
+        if problem != self._drain_problem:
+            log.error(
+                "kafka refuses the spooled events; they stay on disk and are retried",
+                problem=problem,
+                spooled=self._spool.pending_records(),
+                producer_id=self.producer_id,
+            )
+            self._drain_problem = problem
 
     def _drain_step(self) -> None:
         # Older events still queued on the direct path go first; and a dead broker gets no work.
-        if len(self._producer) or not self._broker_reachable(time.monotonic()):
+        if len(self._producer) or not self._can_drain(time.monotonic()):
             return
         with self._lock:
             if self._drain_failed:
@@ -420,6 +443,7 @@ class GuardianProducer:
             with self._lock:
                 if self._spool.pending_records() == 0 and self._drain_in_flight == 0:
                     self._spooling = False
+                    self._delivery_error = ""
                     log.info("spool drained: events go to kafka directly again", producer_id=self.producer_id)
             return
         for segment, key, value in batch:
@@ -433,6 +457,11 @@ class GuardianProducer:
                     if self._stop.is_set():
                         self._spool.rewind()
                         return
+                except KafkaException as error:  # e.g. the topic was deleted under us
+                    self._drain_blocked(error.args[0].str())
+                    with self._lock:
+                        self._drain_failed = True  # from this record on, read again once it clears
+                    return
             with self._lock:
                 self._drain_in_flight += 1
 
@@ -485,6 +514,7 @@ class GuardianProducer:
                 "spool_bytes": spool.bytes,
                 "queue_depth": len(self._producer) + len(self._drainer),
                 "spooling": int(self._spooling),
+                "drain_blocked": int(bool(self._drain_problem)),
             }
 
 

@@ -61,6 +61,33 @@ def test_sustained_full_speed_emits_stay_on_the_direct_path(settings: Settings, 
     )
 
 
+def test_a_missing_topic_keeps_events_in_the_spool_until_it_exists(settings: Settings, new_topic, tmp_path):
+    """A topic that does not exist (auto-create is off) is a setup error, not a reason to lose
+    events or to end the background thread: everything waits on disk until the topic appears."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = new_topic("late", create=False)
+    # librdkafka fails queued events for a missing topic after this long (30 s by default).
+    fast_verdict = {"topic.metadata.propagation.max.ms": 500}
+    with GuardianProducer(
+        settings, producer_id="late", topic=topic, spool_dir=tmp_path, spool_after_s=0.2, kafka_config=fast_verdict
+    ) as producer:
+        for i in range(500):
+            producer.drift(SYMBOLS[i % 20], metric="m", expected=1.0, observed=1.5, drift_score=float(i))
+        wait_for(lambda: producer.stats()["drain_blocked"] == 1, 30, "the producer to report the missing topic")
+        for i in range(500, 1000):
+            producer.drift(SYMBOLS[i % 20], metric="m", expected=1.0, observed=1.5, drift_score=float(i))
+        stats = producer.stats()
+        assert stats["spool_records"] == 1000 and stats["delivered"] == 0, stats
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        admin.create_topics([NewTopic(topic, num_partitions=12, replication_factor=1)])[topic].result(timeout=30)
+        assert producer.flush(60) == 0
+        stats = producer.stats()
+    assert stats["delivered"] == 1000 and stats["drain_blocked"] == 0, stats
+    ids = Counter(e["event_id"] for e in consume_events(settings, topic, 1000))
+    assert len(ids) == 1000 and max(ids.values()) == 1
+
+
 def _stack(action: str, service: str) -> None:
     result = subprocess.run([GUARDIAN, "stack", action, service], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
