@@ -17,6 +17,7 @@ COUNTERS = {
     "failed": "Deliveries Kafka refused or timed out (each one re-spooled)",
     "spooled": "Events written to the disk spool",
     "dropped": "Events dropped because the spool was full (drop_newest policy)",
+    "rejected": "Events Kafka refused for good (too large for the broker), kept in <spool>/rejected/",
     "torn_records": "Torn spool records found after a crash and cut off",
 }
 GAUGES = {

@@ -9,8 +9,9 @@ Guarantees
 - Nothing is lost while Kafka is away: when librdkafka's queue is full, or the broker has not
   acknowledged anything for `spool_after_s` while events wait, new events go to an append-only
   disk spool. When the broker answers again, the spool drains in order *before* new events go
-  to Kafka directly, so per-symbol order holds. A spool left by a crash is drained on the next
-  start.
+  to Kafka directly, so per-symbol order holds. Events librdkafka gives back undelivered (at
+  close(), or failed) are older than the spooled ones and go to the spool's front. A spool left
+  by a crash is drained on the next start.
 - Kafka's side: idempotent producer, acks=all, key = symbol (per-symbol order), lz4.
 - Exposure: events already in librdkafka's in-memory queue when an outage starts (at most
   `spool_after_s` worth) are delivered when the broker returns or written to the spool by
@@ -53,8 +54,16 @@ BREAKER = "io.guardian.events.CircuitBreakerTransition"
 # librdkafka's queue.buffering.max.messages: when this many events await their acks, produce()
 # raises BufferError and emit() spools.
 QUEUE_CAPACITY = 200_000
+# librdkafka refuses a record whose key + value + its per-record framing (under 64 bytes) exceed
+# message.max.bytes; emit() checks against the limit minus this margin.
+RECORD_FRAMING_MARGIN = 512
 REPORT_CHECK_MASK = 15  # emit() looks at the clock for due delivery reports every 16 events
 CALLER_QUIET_S = 0.1  # after this long (or 2 report intervals) without emit(), the background thread serves them
+
+
+class EventTooLargeError(ValueError):
+    """The encoded event is larger than Kafka accepts (librdkafka's `message.max.bytes`): a bug in
+    the caller, such as an unbounded `reason` string. Raised by emit(); nothing is sent or spooled."""
 
 
 class GuardianProducer:
@@ -110,6 +119,7 @@ class GuardianProducer:
             "logger": logging.getLogger("guardian.producer.librdkafka"),
             **(kafka_config or {}),
         }
+        self._max_event_bytes = int(config.get("message.max.bytes", 1_000_000)) - RECORD_FRAMING_MARGIN
         # Two librdkafka instances. The direct one reports only failures to Python; the drain one
         # reports every delivery, because each ack may free a spool segment. They never send at
         # the same time: the drain starts only once the direct queue is empty, and direct sending
@@ -132,7 +142,7 @@ class GuardianProducer:
         prefix = uuid.uuid4().hex
         self._id_prefix = f"{prefix[:8]}-{prefix[8:12]}-8{prefix[13:16]}-"
         self._sequence = 0
-        self._counts = dict.fromkeys(("emitted", "failed", "spooled", "dropped"), 0)
+        self._counts = dict.fromkeys(("emitted", "failed", "spooled", "dropped", "rejected"), 0)
         self._produced_direct = 0  # written by emit() only
         self._caller_polled_at = 0.0  # when emit() last served delivery reports (monotonic s)
         self._failed_direct = 0  # written by the failure callback, under the lock
@@ -159,7 +169,8 @@ class GuardianProducer:
         """Publish one event. `event` needs symbol, detector and payload; the envelope is filled in.
 
         Never blocks on the network, never raises because of Kafka. Raises SchemaMismatchError
-        (a ValueError) for an event that does not match the schema: that is a bug in the caller.
+        for an event that does not match the schema and EventTooLargeError for one larger than
+        Kafka accepts (both ValueErrors): those are bugs in the caller.
         """
         with self._lock:
             self._sequence += 1
@@ -180,6 +191,11 @@ class GuardianProducer:
             if "schema_version" not in event:
                 event["schema_version"] = 1
             value = self._codec.encode(event)
+            if len(value) > self._max_event_bytes:  # spooled, it would block every event behind it
+                raise EventTooLargeError(
+                    f"event {event['event_id']} encodes to {len(value)} bytes; Kafka takes at most "
+                    f"{self._max_event_bytes} (message.max.bytes - {RECORD_FRAMING_MARGIN}): shorten its strings"
+                )
             key = event["symbol"].encode()
             self._counts["emitted"] += 1
             if not self._spooling:
@@ -215,8 +231,8 @@ class GuardianProducer:
             self._producer.poll(0)
             self._caller_polled_at = now
 
-    def _to_spool(self, key: bytes, value: bytes) -> None:
-        if self._spool.append(key, value):
+    def _to_spool(self, key: bytes, value: bytes, *, front: bool = False) -> None:
+        if (self._spool.append_front if front else self._spool.append)(key, value):
             self._counts["spooled"] += 1
         else:
             self._counts["dropped"] += 1
@@ -326,8 +342,13 @@ class GuardianProducer:
         with self._lock:
             self._failed_direct += 1
             self._counts["failed"] += 1
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # the broker's limit is below ours
+                self._set_aside(message.value(), error)
+                return
             self._spooling = True
-            self._to_spool(message.key(), message.value())
+            # Older than every spooled event (direct sending resumes only once the spool is empty),
+            # so it goes before them: per-symbol order holds through close() and refused topics.
+            self._to_spool(message.key(), message.value(), front=True)
         # Purges at close() are expected, not news; a failed queue fails each event the same way.
         if error.code() != KafkaError._PURGE_QUEUE and str(error) != self._delivery_error:
             self._delivery_error = str(error)
@@ -339,6 +360,11 @@ class GuardianProducer:
                 self._drain_in_flight -= 1
                 if error is None:
                     self._drain_delivered += 1
+                    self._spool.ack(segment)
+                    self._drain_problem = ""
+                elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # would block the spool forever
+                    self._counts["failed"] += 1
+                    self._set_aside(message.value(), error)
                     self._spool.ack(segment)
                 else:
                     self._counts["failed"] += 1
@@ -409,9 +435,6 @@ class GuardianProducer:
                 self._drain_ready = topic.error is None
                 if topic.error is not None:
                     self._drain_blocked(f"topic {self.topic!r}: {topic.error.str()}")
-                elif self._drain_problem:
-                    log.info("the spool can drain again", topic=self.topic, producer_id=self.producer_id)
-                    self._drain_problem = ""
         return self._drain_ready
 
     def _drain_blocked(self, problem: str) -> None:
@@ -425,6 +448,17 @@ class GuardianProducer:
                 producer_id=self.producer_id,
             )
             self._drain_problem = problem
+
+    def _set_aside(self, value: bytes, error: KafkaError) -> None:
+        """Keep an event Kafka will never take in <spool>/rejected/ (one file per event, its
+        encoded bytes, readable with EventCodec.decode), so the events behind it flow on.
+        Called under the lock; rare by construction, since emit() refuses events over our limit."""
+        self._counts["rejected"] += 1
+        rejected = self._spool.directory / "rejected"
+        rejected.mkdir(exist_ok=True)
+        path = rejected / f"{time.time_ns()}.avro"
+        path.write_bytes(value)
+        log.error("kafka refused an event for good; kept on disk", error=error.str(), bytes=len(value), path=str(path))
 
     def _drain_step(self) -> None:
         # Older events still queued on the direct path go first; and a dead broker gets no work.
@@ -447,23 +481,34 @@ class GuardianProducer:
                     log.info("spool drained: events go to kafka directly again", producer_id=self.producer_id)
             return
         for segment, key, value in batch:
-            callback = self._on_drain_delivery(segment)
-            while True:
-                try:
-                    self._drainer.produce(self.topic, value, key, on_delivery=callback)
-                    break
-                except BufferError:
-                    self._drainer.poll(0.05)  # librdkafka's queue is full: serve callbacks, retry
-                    if self._stop.is_set():
-                        self._spool.rewind()
-                        return
-                except KafkaException as error:  # e.g. the topic was deleted under us
-                    self._drain_blocked(error.args[0].str())
+            if not self._drain_one(segment, key, value):
+                return
+
+    def _drain_one(self, segment: int, key: bytes, value: bytes) -> bool:
+        """Hand one spooled record to the drain producer; False ends this batch."""
+        while True:
+            try:
+                self._drainer.produce(self.topic, value, key, on_delivery=self._on_drain_delivery(segment))
+            except BufferError:
+                self._drainer.poll(0.05)  # librdkafka's queue is full: serve callbacks, retry
+                if self._stop.is_set():
+                    self._spool.rewind()
+                    return False
+                continue
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    self._drain_blocked(error.str())  # e.g. the topic was deleted under us
                     with self._lock:
                         self._drain_failed = True  # from this record on, read again once it clears
-                    return
+                    return False
+                with self._lock:  # spooled under a larger limit: it would block the spool forever
+                    self._set_aside(value, error)
+                    self._spool.ack(segment)
+                return True
             with self._lock:
                 self._drain_in_flight += 1
+            return True
 
     # -- lifecycle ------------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> int:
@@ -483,7 +528,10 @@ class GuardianProducer:
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush for up to `timeout` s; whatever Kafka has not acknowledged then is written to
-        the spool (none of it is lost) and delivered by the next producer with this spool."""
+        the spool (none of it is lost) and delivered by the next producer with this spool.
+        A second call returns at once (a `with` block around an explicit close() makes one)."""
+        if self._stop.is_set():
+            return
         self.flush(timeout)
         self._stop.set()
         self._thread.join()

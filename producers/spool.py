@@ -9,6 +9,13 @@ has been acked and it is no longer written to. What a process left behind
 (killed with -9, power loss) is re-read on the next open: a torn last record
 (short or with a bad CRC) is cut off and reported, never replayed as garbage.
 
+Two ends: `append()` adds at the tail; `append_front()` adds records that must go before
+everything spooled so far (the producer's events that librdkafka gave back undelivered, which
+are older than any spooled one). They go to a front segment, numbered one below the first
+segment, so the drain and a recovery read them first; an episode of spooling starts its tail
+two numbers above the last one used, to leave that number free. The front segment is a plain
+file written with write(2): it is the rare path.
+
 Writing: the active segment is a file allocated to `segment_bytes` and mapped into
 memory (MAP_SHARED); a record is copied into the mapping, which puts it in the
 kernel's page cache at once — no system call per record, and a process killed
@@ -160,6 +167,10 @@ class Spool:
     _writer: _Writer | None = field(default=None, init=False)
     _standby: _Writer | None = field(default=None, init=False)
     _retired: list[tuple[_Writer, int]] = field(default_factory=list, init=False)  # (writer, bytes used)
+    _front: _Segment | None = field(default=None, init=False)  # open for append_front()
+    _front_fd: int = field(default=-1, init=False)
+    _front_unsynced: bool = field(default=False, init=False)
+    _high_index: int = field(default=-1, init=False)  # the highest segment number used so far
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _unsynced: int = field(default=0, init=False)
     _total_bytes: int = field(default=0, init=False)
@@ -183,6 +194,7 @@ class Spool:
                 paths.append(standby.rename(self.directory / f"{index:020d}{SEGMENT_SUFFIX}"))
         for path in paths:
             segment = _Segment(int(path.stem), path)
+            self._high_index = max(self._high_index, segment.index)
             good_end, count, torn = _scan(path)
             if torn:
                 # Only the tail can be torn by a crash; everything before it is intact and kept.
@@ -208,36 +220,84 @@ class Spool:
     # -- writing --------------------------------------------------------------------------------
     def append(self, key: bytes, value: bytes) -> bool:
         """Append one record; False when it was dropped because the spool is full (DROP_NEWEST)."""
+        with self._lock:
+            return self._append_locked(key, value)
+
+    def _append_locked(self, key: bytes, value: bytes) -> bool:
         body_len = KEY_LEN.size + len(key) + len(value)
         record_len = HEADER.size + body_len
+        if not self._admit(record_len):
+            return False
+        segment = self._active_segment(record_len)
+        assert self._writer is not None
+        mapped = self._writer.map
+        body = b"".join((KEY_LEN.pack(len(key)), key, value))
+        at = segment.size
+        HEADER.pack_into(mapped, at, body_len, zlib.crc32(body))
+        mapped[at + HEADER.size : at + record_len] = body
+        segment.size += record_len
+        segment.written += 1
+        self._total_bytes += record_len
+        self.stats.appended += 1
+        self._unsynced += 1
+        if self.fsync_every_records and self._unsynced >= self.fsync_every_records:
+            self._fsync_locked()
+        return True
+
+    def append_front(self, key: bytes, value: bytes) -> bool:
+        """Append one record to the front segment: it drains before every record spooled by
+        append() so far. False when it was dropped because the spool is full (DROP_NEWEST)."""
+        body = b"".join((KEY_LEN.pack(len(key)), key, value))
+        record = HEADER.pack(len(body), zlib.crc32(body)) + body
         with self._lock:
-            if self._total_bytes + record_len > self.max_bytes:
-                if self.full_policy is FullPolicy.DROP_NEWEST:
-                    self.stats.dropped += 1
-                    if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
-                        log.error(
-                            "spool full: dropping newest events",
-                            dropped_total=self.stats.dropped,
-                            max_bytes=self.max_bytes,
-                            directory=str(self.directory),
-                        )
-                    return False
-                self.stats.overflowed_bytes += record_len
-            segment = self._active_segment(record_len)
-            assert self._writer is not None
-            mapped = self._writer.map
-            body = b"".join((KEY_LEN.pack(len(key)), key, value))
-            at = segment.size
-            HEADER.pack_into(mapped, at, body_len, zlib.crc32(body))
-            mapped[at + HEADER.size : at + record_len] = body
-            segment.size += record_len
-            segment.written += 1
-            self._total_bytes += record_len
+            if self._front is None and not self._open_front():
+                return self._append_locked(key, value)
+            if not self._admit(len(record)):
+                return False
+            assert self._front is not None
+            os.write(self._front_fd, record)  # in the page cache at once: kill -9 loses nothing
+            self._front.size += len(record)
+            self._front.written += 1
+            self._front_unsynced = True
+            self._total_bytes += len(record)
             self.stats.appended += 1
-            self._unsynced += 1
-            if self.fsync_every_records and self._unsynced >= self.fsync_every_records:
-                self._fsync_locked()
             return True
+
+    def _open_front(self) -> bool:
+        index = self._segments[0].index - 1 if self._segments else self._high_index + 1
+        if index < 0 or (self._segments and self._segments[0].read):
+            # Not for the producer: its tail leaves the number free, and nothing drains while
+            # records can come back undelivered. Should it happen, the record goes to the tail.
+            log.warning("spool: no room before the first segment; a returned record goes last", index=index + 1)
+            return False
+        self._front = _Segment(index, self.directory / f"{index:020d}{SEGMENT_SUFFIX}")
+        self._front_fd = os.open(self._front.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        self._segments.insert(0, self._front)
+        self._high_index = max(self._high_index, index)
+        return True
+
+    def _close_front(self) -> None:
+        if self._front is not None:
+            os.fsync(self._front_fd)
+            os.close(self._front_fd)
+            self._front, self._front_fd = None, -1
+
+    def _admit(self, record_len: int) -> bool:
+        """Whether a record of this size fits the bound, or the policy lets it past."""
+        if self._total_bytes + record_len <= self.max_bytes:
+            return True
+        if self.full_policy is FullPolicy.DROP_NEWEST:
+            self.stats.dropped += 1
+            if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
+                log.error(
+                    "spool full: dropping newest events",
+                    dropped_total=self.stats.dropped,
+                    max_bytes=self.max_bytes,
+                    directory=str(self.directory),
+                )
+            return False
+        self.stats.overflowed_bytes += record_len
+        return True
 
     def _active_segment(self, record_len: int) -> _Segment:
         if self._segments and self._writer is not None:
@@ -245,7 +305,9 @@ class Spool:
             if active.size + record_len <= len(self._writer.map):
                 return active
         self._retire_writer()
-        index = self._segments[-1].index + 1 if self._segments else 0
+        # A new episode starts two above the last number used: one below stays free for a front.
+        index = self._segments[-1].index + 1 if self._segments else self._high_index + 2
+        self._high_index = max(self._high_index, index)
         segment = _Segment(index, self.directory / f"{index:020d}{SEGMENT_SUFFIX}")
         size = max(self.segment_bytes, record_len)
         if self._standby is not None and len(self._standby.map) >= size:
@@ -289,6 +351,10 @@ class Spool:
                 return
             writer = self._writer if self._unsynced else None
             self._unsynced = 0
+            front_fd = self._front_fd if self._front_unsynced else -1
+            self._front_unsynced = False
+        if front_fd >= 0:
+            os.fdatasync(front_fd)
         # fdatasync, not mmap.flush(): both write the mapping's dirty pages (on Linux msync(MS_SYNC)
         # is an fsync of the range), but CPython 3.11 holds the GIL through msync, which stalled
         # emit() up to 27 ms, and os.fdatasync releases it. Only maintain() and close() close
@@ -300,6 +366,9 @@ class Spool:
         if self._writer is not None and self._unsynced:
             self._writer.map.flush()
             self._unsynced = 0
+        if self._front_unsynced:
+            os.fdatasync(self._front_fd)
+            self._front_unsynced = False
 
     # -- draining -------------------------------------------------------------------------------
     def read_batch(self, max_records: int) -> list[tuple[int, bytes, bytes]]:
@@ -345,7 +414,9 @@ class Spool:
             oldest = self._segments[0]
             if oldest.acked < oldest.written or oldest.read < oldest.written:
                 return
-            if oldest is self._segments[-1] and self._writer is not None:
+            if oldest is self._front:
+                self._close_front()
+            elif oldest is self._segments[-1] and self._writer is not None:
                 self._retire_writer()  # the active one: start a fresh file on the next append
             oldest.path.unlink(missing_ok=True)
             self._total_bytes -= oldest.size
@@ -372,6 +443,7 @@ class Spool:
         """Close every file; call it once the thread that calls maintain() has stopped."""
         with self._lock:
             self._retire_writer()
+            self._close_front()
             for writer, used in self._retired:
                 writer.close(used)
             self._retired = []

@@ -65,11 +65,14 @@ def new_topic(settings: Settings) -> Callable[..., str]:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     created: list[str] = []
 
-    def make(prefix: str = "test", partitions: int = 12, *, create: bool = True) -> str:
+    def make(
+        prefix: str = "test", partitions: int = 12, *, create: bool = True, config: dict[str, str] | None = None
+    ) -> str:
         """create=False only names it (and deletes it afterwards): the test creates it later."""
         name = f"{prefix}.{uuid.uuid4().hex[:10]}"
         if create:
-            futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+            topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+            futures = admin.create_topics([topic])
             futures[name].result(timeout=30)
         created.append(name)
         return name

@@ -10,10 +10,12 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from guardian.settings import Settings
 from producers import GuardianProducer
 from producers.producer import QUEUE_CAPACITY
+from schemas.codec import EventCodec
 from tests.integration.helpers import GUARDIAN, wait_for
 from tests.integration.kafka_read import assert_per_symbol_order, consume_events
 
@@ -86,6 +88,81 @@ def test_a_missing_topic_keeps_events_in_the_spool_until_it_exists(settings: Set
     assert stats["delivered"] == 1000 and stats["drain_blocked"] == 0, stats
     ids = Counter(e["event_id"] for e in consume_events(settings, topic, 1000))
     assert len(ids) == 1000 and max(ids.values()) == 1
+
+
+def test_close_during_an_outage_then_the_next_process_delivers_in_order(settings: Settings, new_topic, tmp_path):
+    """At close() the events still in librdkafka's queue are older than the spooled ones; they
+    must reach Kafka first, or a symbol's events arrive out of order after a restart."""
+    topic = new_topic("restart")
+    with GuardianProducer(
+        settings,
+        producer_id="restart",
+        topic=topic,
+        spool_dir=tmp_path,
+        bootstrap_servers="127.0.0.1:1",
+        spool_after_s=0.1,
+    ) as producer:
+        for i in range(100):  # these wait in librdkafka's queue
+            producer.drift(SYMBOLS[i % 5], metric="m", expected=1.0, observed=1.5, drift_score=float(i))
+        wait_for(lambda: producer.stats()["spooling"] == 1, 10, "the producer to spool")
+        for i in range(100, 200):  # these go to the spool
+            producer.drift(SYMBOLS[i % 5], metric="m", expected=1.0, observed=1.5, drift_score=float(i))
+        producer.close(0.1)
+        assert producer.stats()["spool_records"] == 200
+    with GuardianProducer(settings, producer_id="restart", topic=topic, spool_dir=tmp_path) as successor:
+        assert successor.flush(30) == 0
+    events = consume_events(settings, topic, 200)
+    assert sorted(e["payload"][1]["drift_score"] for e in events) == [float(i) for i in range(200)]
+    assert_per_symbol_order(events)
+
+
+def _rejected_events(spool: Path) -> list[dict]:
+    codec = EventCodec()
+    return [codec.decode(path.read_bytes()) for path in sorted((spool / "rejected").glob("*.avro"))]
+
+
+def test_an_event_the_topic_refuses_as_too_large_is_set_aside_and_the_rest_flow_on(
+    settings: Settings, new_topic, tmp_path
+):
+    """The topic's limit is below the producer's: the broker refuses that one event for good.
+    Re-spooled, it would fail again and again and hold back every event behind it."""
+    topic = new_topic("small-limit", config={"max.message.bytes": "20000"})
+    with GuardianProducer(settings, producer_id="limits", topic=topic, spool_dir=tmp_path) as producer:
+        producer.circuit_breaker("S0", "CLOSED", "OPEN", reason="first")
+        assert producer.flush(30) == 0  # its own batch: the broker refuses whole batches
+        producer.circuit_breaker("S0", "OPEN", "HALF_OPEN", reason=os.urandom(30_000).hex())  # lz4 can't shrink it
+        assert producer.flush(30) == 0
+        producer.circuit_breaker("S0", "HALF_OPEN", "CLOSED", reason="third")
+        assert producer.flush(30) == 0
+        stats = producer.stats()
+    assert stats["rejected"] == 1 and stats["delivered"] == 2 and stats["spool_records"] == 0, stats
+    assert [e["payload"][1]["to_state"] for e in _rejected_events(tmp_path)] == ["HALF_OPEN"]
+    assert [e["payload"][1]["reason"] for e in consume_events(settings, topic, 2)] == ["first", "third"]
+
+
+def test_a_spooled_event_over_the_next_process_limit_is_set_aside(settings: Settings, new_topic, tmp_path):
+    topic = new_topic("lowered-limit")
+    unreachable = {"bootstrap_servers": "127.0.0.1:1", "spool_after_s": 0.1}
+    with GuardianProducer(
+        settings,
+        producer_id="limits",
+        topic=topic,
+        spool_dir=tmp_path,
+        kafka_config={"message.max.bytes": 3_000_000},
+        **unreachable,
+    ) as producer:
+        producer.circuit_breaker("S0", "CLOSED", "OPEN", reason="first")
+        wait_for(lambda: producer.stats()["spooling"] == 1, 10, "the producer to spool")
+        producer.circuit_breaker("S0", "OPEN", "HALF_OPEN", reason="x" * 2_000_000)
+        producer.circuit_breaker("S0", "HALF_OPEN", "CLOSED", reason="third")
+        producer.close(0.1)
+    # The next process runs with the default limit (1,000,000 bytes) and a broker.
+    with GuardianProducer(settings, producer_id="limits", topic=topic, spool_dir=tmp_path) as successor:
+        assert successor.flush(30) == 0
+        stats = successor.stats()
+    assert stats["rejected"] == 1 and stats["delivered"] == 2, stats
+    assert [e["payload"][1]["to_state"] for e in _rejected_events(tmp_path)] == ["HALF_OPEN"]
+    assert [e["payload"][1]["reason"] for e in consume_events(settings, topic, 2)] == ["first", "third"]
 
 
 def _stack(action: str, service: str) -> None:
