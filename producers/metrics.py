@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 COUNTERS = {
     "emitted": "Events accepted by emit()",
     "delivered": "Events Kafka acknowledged",
-    "failed": "Deliveries Kafka refused or timed out (each one re-spooled)",
+    "failed": "Deliveries Kafka refused or timed out (re-spooled; set aside if too large)",
     "spooled": "Events written to the disk spool",
     "dropped": "Events dropped because the spool was full (drop_newest policy)",
     "rejected": "Events Kafka refused for good (too large for the broker), kept in <spool>/rejected/",

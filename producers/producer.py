@@ -54,8 +54,9 @@ BREAKER = "io.guardian.events.CircuitBreakerTransition"
 # librdkafka's queue.buffering.max.messages: when this many events await their acks, produce()
 # raises BufferError and emit() spools.
 QUEUE_CAPACITY = 200_000
-# librdkafka refuses a record whose key + value + its per-record framing (under 64 bytes) exceed
-# message.max.bytes; emit() checks against the limit minus this margin.
+# librdkafka refuses a record whose key + value + per-record framing (at most 36 bytes of varints
+# and attributes in format v2) exceed message.max.bytes; emit() checks key + value against the
+# limit minus this margin.
 RECORD_FRAMING_MARGIN = 512
 REPORT_CHECK_MASK = 15  # emit() looks at the clock for due delivery reports every 16 events
 CALLER_QUIET_S = 0.1  # after this long (or 2 report intervals) without emit(), the background thread serves them
@@ -191,12 +192,13 @@ class GuardianProducer:
             if "schema_version" not in event:
                 event["schema_version"] = 1
             value = self._codec.encode(event)
-            if len(value) > self._max_event_bytes:  # spooled, it would block every event behind it
-                raise EventTooLargeError(
-                    f"event {event['event_id']} encodes to {len(value)} bytes; Kafka takes at most "
-                    f"{self._max_event_bytes} (message.max.bytes - {RECORD_FRAMING_MARGIN}): shorten its strings"
-                )
             key = event["symbol"].encode()
+            if len(value) + len(key) > self._max_event_bytes:  # spooled, it would block the spool
+                raise EventTooLargeError(
+                    f"event {event['event_id']} encodes to {len(value) + len(key)} bytes with its key; Kafka "
+                    f"takes at most {self._max_event_bytes} (message.max.bytes - {RECORD_FRAMING_MARGIN}): "
+                    "shorten its strings"
+                )
             self._counts["emitted"] += 1
             if not self._spooling:
                 try:
