@@ -16,7 +16,7 @@ COUNTERS = {
     "delivered": "Events Kafka acknowledged",
     "failed": "Deliveries Kafka refused or timed out (re-spooled; set aside if too large)",
     "spooled": "Events written to the disk spool",
-    "dropped": "Events dropped because the spool was full (drop_newest policy)",
+    "dropped": "Events dropped: the spool was full (drop_newest policy) or the disk refused the write",
     "rejected": "Events Kafka refused for good (too large for the broker), kept in <spool>/rejected/",
     "torn_records": "Torn spool records found after a crash and cut off",
 }

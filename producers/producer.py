@@ -156,6 +156,8 @@ class GuardianProducer:
         self._drain_checked_at = 0.0
         self._drain_ready = False
         self._drain_problem = ""  # logged once until it changes or clears
+        self._spool_error = ""  # likewise
+        self._last_fsync = time.monotonic()
         self._spooling = self._spool.pending_records() > 0  # a crashed process's spool goes first
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._background, name=f"guardian-producer-{self.producer_id}")
@@ -234,7 +236,13 @@ class GuardianProducer:
             self._caller_polled_at = now
 
     def _to_spool(self, key: bytes, value: bytes, *, front: bool = False) -> None:
-        if (self._spool.append_front if front else self._spool.append)(key, value):
+        try:
+            kept = (self._spool.append_front if front else self._spool.append)(key, value)
+        except OSError as error:  # the disk refused it (full, failing): counted, never raised at the caller
+            kept = False
+            if self._counts["dropped"] % 10_000 == 0:  # the first one, then every 10,000th
+                log.error("spool write failed: event dropped", error=str(error), dropped=self._counts["dropped"] + 1)
+        if kept:
             self._counts["spooled"] += 1
         else:
             self._counts["dropped"] += 1
@@ -382,30 +390,40 @@ class GuardianProducer:
 
     # -- the background thread ------------------------------------------------------------------
     def _background(self) -> None:
-        last_fsync = time.monotonic()
-        spool_error = ""  # logged once until it changes or clears
+        """Runs until close() and must outlive any error: it is what drains the spool."""
+        failure = ""  # logged once until it changes or clears
         while not self._stop.is_set():
-            # Every wake-up of this thread takes the GIL from the trading thread mid-emit(): while
-            # nothing is spooled it wakes 10 times a second, while draining 50 times. It serves the
-            # direct producer's reports only when the caller has stopped emitting or while spooling
-            # (emit() then leaves them alone: only connection errors arrive there).
-            self._drainer.poll(0.02 if self._spooling else 0.1)
-            now = time.monotonic()
-            if self._spooling or now - self._caller_polled_at >= self._caller_quiet_s:
-                self._producer.poll(0)
             try:
-                if now - last_fsync >= self._fsync_interval_s:
-                    self._spool.fsync()
-                    last_fsync = now
-                self._spool.maintain()
-                spool_error = ""
-            except OSError as error:  # a full or failing disk: the thread must live on to drain
-                if str(error) != spool_error:
-                    log.error("spool file work failed; retrying", error=str(error), producer_id=self.producer_id)
-                spool_error = str(error)
-            self._watch_progress(now)
-            if self._spooling:
-                self._drain_step()
+                self._background_step()
+                failure = ""
+            except Exception as error:  # a bug, or an error from a callback: say it, back off, go on
+                if repr(error) != failure:
+                    log.exception("producer background work failed; retrying", producer_id=self.producer_id)
+                    failure = repr(error)
+                self._stop.wait(0.1)
+
+    def _background_step(self) -> None:
+        # Every wake-up of this thread takes the GIL from the trading thread mid-emit(): while
+        # nothing is spooled it wakes 10 times a second, while draining 50 times. It serves the
+        # direct producer's reports only when the caller has stopped emitting or while spooling
+        # (emit() then leaves them alone: only connection errors arrive there).
+        self._drainer.poll(0.02 if self._spooling else 0.1)
+        now = time.monotonic()
+        if self._spooling or now - self._caller_polled_at >= self._caller_quiet_s:
+            self._producer.poll(0)
+        try:
+            if now - self._last_fsync >= self._fsync_interval_s:
+                self._spool.fsync()
+                self._last_fsync = now
+            self._spool.maintain()
+            self._spool_error = ""
+        except OSError as error:  # a full or failing disk: draining goes on, and frees room
+            if str(error) != self._spool_error:
+                log.error("spool file work failed; retrying", error=str(error), producer_id=self.producer_id)
+            self._spool_error = str(error)
+        self._watch_progress(now)
+        if self._spooling:
+            self._drain_step()
 
     def _watch_progress(self, now: float) -> None:
         """Switch to the spool when events wait and Kafka acknowledged none for `spool_after_s`."""
