@@ -80,7 +80,7 @@ class GuardianProducer:
         spool_max_bytes: int = 1024**3,
         spool_segment_bytes: int = 64 * 1024**2,
         spool_full_policy: FullPolicy = FullPolicy.DROP_NEWEST,
-        fsync_interval_ms: int = 100,
+        fsync_interval_ms: int | None = None,
         fsync_every_records: int = 0,
         kafka_config: dict[str, Any] | None = None,
         io_cpus: frozenset[int] | None = None,
@@ -136,7 +136,8 @@ class GuardianProducer:
         interval_ms = settings.producer_report_interval_ms if report_interval_ms is None else report_interval_ms
         self._report_interval_s = interval_ms / 1000
         self._caller_quiet_s = max(CALLER_QUIET_S, 2 * self._report_interval_s)
-        self._fsync_interval_s = fsync_interval_ms / 1000
+        interval_ms = settings.producer_fsync_interval_ms if fsync_interval_ms is None else fsync_interval_ms
+        self._fsync_interval_s = interval_ms / 1000
         self._lock = threading.Lock()
         # Event ids: a random 64-bit prefix per producer instance + the sequence, shaped as a
         # version-8 UUID. Unique like uuid4() at a tenth of its cost on the hot path.
