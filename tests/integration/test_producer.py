@@ -86,8 +86,10 @@ def test_a_missing_topic_keeps_events_in_the_spool_until_it_exists(settings: Set
         assert producer.flush(60) == 0
         stats = producer.stats()
     assert stats["delivered"] == 1000 and stats["drain_blocked"] == 0, stats
-    ids = Counter(e["event_id"] for e in consume_events(settings, topic, 1000))
+    events = consume_events(settings, topic, 1000)
+    ids = Counter(e["event_id"] for e in events)
     assert len(ids) == 1000 and max(ids.values()) == 1
+    assert_per_symbol_order(events)  # the 500 failed ones went to the spool's front
 
 
 def test_close_during_an_outage_then_the_next_process_delivers_in_order(settings: Settings, new_topic, tmp_path):

@@ -172,7 +172,7 @@ def test_records_returned_to_the_front_drain_before_the_spooled_ones(tmp_path, m
     fill(spool, 5, start=120)
     expected = [f"value-{i}".encode() for i in [*range(10), *range(100, 125)]]
     spool.close()
-    # A new process reads the same order from disk; the first one drains it.
+    # A new process finds them on disk in the same order.
     assert drain_all(Spool(tmp_path, segment_bytes=200)) == expected
     assert list(tmp_path.glob("*.seg")) == []
 
