@@ -67,6 +67,10 @@ class EventTooLargeError(ValueError):
     the caller, such as an unbounded `reason` string. Raised by emit(); nothing is sent or spooled."""
 
 
+class ProducerClosedError(RuntimeError):
+    """emit() after close(): nothing would deliver the event, so it is refused rather than lost."""
+
+
 class GuardianProducer:
     def __init__(
         self,
@@ -160,6 +164,7 @@ class GuardianProducer:
         self._spool_error = ""  # likewise
         self._last_fsync = time.monotonic()
         self._spooling = self._spool.pending_records() > 0  # a crashed process's spool goes first
+        self._closed = False  # set under the lock by close(): emit() refuses events from then on
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._background, name=f"guardian-producer-{self.producer_id}")
         self._thread.daemon = True
@@ -174,9 +179,12 @@ class GuardianProducer:
 
         Never blocks on the network, never raises because of Kafka. Raises SchemaMismatchError
         for an event that does not match the schema and EventTooLargeError for one larger than
-        Kafka accepts (both ValueErrors): those are bugs in the caller.
+        Kafka accepts (both ValueErrors), and ProducerClosedError after close(): those are bugs
+        in the caller.
         """
         with self._lock:
+            if self._closed:
+                raise ProducerClosedError(f"producer {self.producer_id} is closed; the event was not taken")
             self._sequence += 1
             sequence = self._sequence
             if sequence < 0x1000000000000:  # the 4th group stays 8000 for the first 2^48 events
@@ -550,9 +558,12 @@ class GuardianProducer:
     def close(self, timeout: float = 30.0) -> None:
         """Flush for up to `timeout` s; whatever Kafka has not acknowledged then is written to
         the spool (none of it is lost) and delivered by the next producer with this spool.
-        A second call returns at once (a `with` block around an explicit close() makes one)."""
-        if self._stop.is_set():
-            return
+        emit() raises ProducerClosedError from the start of close() on; a second close() returns
+        at once (a `with` block around an explicit close() makes one)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self.flush(timeout)
         self._stop.set()
         self._thread.join()

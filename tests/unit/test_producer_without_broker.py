@@ -1,4 +1,4 @@
-"""GuardianProducer behaviour that needs no broker: refusing events Kafka could never take, and
+"""GuardianProducer behaviour that needs no broker: refusing events it could never deliver, and
 living through a disk that refuses the spool's writes."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from guardian.settings import Settings
-from producers import EventTooLargeError, GuardianProducer
+from producers import EventTooLargeError, GuardianProducer, ProducerClosedError
 from tests.integration.helpers import wait_for
 
 
@@ -42,3 +42,13 @@ def test_a_disk_that_refuses_the_spool_drops_counted_events_and_never_raises(tmp
         assert stats["dropped"] == 100 and stats["spooled"] == 0, stats
         assert producer._thread.is_alive()  # the thread that would drain once the disk has room
         producer.close(0)
+
+
+def test_emit_after_close_is_refused_not_lost(tmp_path):
+    producer = GuardianProducer(Settings(), producer_id="closed", spool_dir=tmp_path, bootstrap_servers="127.0.0.1:1")
+    producer.drift("S0", metric="m", expected=1.0, observed=1.5, drift_score=0.5)
+    producer.close(0)
+    with pytest.raises(ProducerClosedError, match="producer closed is closed"):
+        producer.drift("S0", metric="m", expected=1.0, observed=1.5, drift_score=0.5)
+    stats = producer.stats()
+    assert stats["emitted"] == 1 and stats["spool_records"] == 1 and stats["queue_depth"] == 0, stats
