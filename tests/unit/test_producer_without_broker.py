@@ -51,4 +51,6 @@ def test_emit_after_close_is_refused_not_lost(tmp_path):
     with pytest.raises(ProducerClosedError, match="producer closed is closed"):
         producer.drift("S0", metric="m", expected=1.0, observed=1.5, drift_score=0.5)
     stats = producer.stats()
-    assert stats["emitted"] == 1 and stats["spool_records"] == 1 and stats["queue_depth"] == 0, stats
+    # Not taken: only the first event counts, and close() put it in the spool. (queue_depth is no
+    # witness here: librdkafka also counts its own pending error events, "all brokers down".)
+    assert stats["emitted"] == 1 and stats["spool_records"] == 1 and stats["spooled"] == 1, stats
