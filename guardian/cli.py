@@ -18,6 +18,7 @@ from guardian.settings import describe_config_error, get_settings
 SUBCOMMANDS: dict[str, str] = {
     "stack": "guardian.stack.cli:stack",
     "schemas": "schemas.cli:schemas",
+    "spool": "producers.cli:spool",
     "worker": "stream_processors.cli:worker",
     "dlq": "stream_processors.cli:dlq",
     "alerts": "stream_processors.alerts.cli:alerts",

@@ -58,6 +58,7 @@ QUEUE_CAPACITY = 200_000
 # and attributes in format v2) exceed message.max.bytes; emit() checks key + value against the
 # limit minus this margin.
 RECORD_FRAMING_MARGIN = 512
+REJECTED_DIR = "rejected"  # under the spool directory: events Kafka refused for good
 REPORT_CHECK_MASK = 15  # emit() looks at the clock for due delivery reports every 16 events
 CALLER_QUIET_S = 0.1  # after this long (or 2 report intervals) without emit(), the background thread serves them
 
@@ -483,7 +484,7 @@ class GuardianProducer:
         encoded bytes, readable with EventCodec.decode), so the events behind it flow on.
         Called under the lock; rare by construction, since emit() refuses events over our limit."""
         self._counts["rejected"] += 1
-        rejected = self._spool.directory / "rejected"
+        rejected = self._spool.directory / REJECTED_DIR
         rejected.mkdir(exist_ok=True)
         path = rejected / f"{time.time_ns()}.avro"
         path.write_bytes(value)

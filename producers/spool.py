@@ -41,6 +41,7 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -452,6 +453,20 @@ class Spool:
                 self._standby = None
 
 
+def _records(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(end offset, body) of each good record from the start of a segment's bytes; stops at the
+    zeros of an unused tail, or at a short or torn record."""
+    offset = 0
+    while offset + HEADER.size <= len(data):
+        length, crc = HEADER.unpack_from(data, offset)
+        end = offset + HEADER.size + length
+        body = data[offset + HEADER.size : end]
+        if length == 0 or end > len(data) or zlib.crc32(body) != crc:
+            return
+        yield end, body
+        offset = end
+
+
 def _scan(path: Path) -> tuple[int, int, int]:
     """(end of the last good record, good records, torn bytes after it) of a segment file.
 
@@ -459,11 +474,21 @@ def _scan(path: Path) -> tuple[int, int, int]:
     stopped before closing it), not a torn record."""
     data = path.read_bytes()
     offset = count = 0
-    while offset + HEADER.size <= len(data):
-        length, crc = HEADER.unpack_from(data, offset)
-        end = offset + HEADER.size + length
-        if length == 0 or end > len(data) or zlib.crc32(data[offset + HEADER.size : end]) != crc:
-            break
+    for end, _body in _records(data):
         offset, count = end, count + 1
     tail = data[offset:]
     return offset, count, 0 if tail.count(0) == len(tail) else len(tail)
+
+
+def read_spool(directory: Path) -> Iterator[tuple[Path, bytes, bytes]]:
+    """Every record a spool directory holds, as (segment file, key, value), in the order the next
+    producer would send them. Read-only: nothing is cut, renamed or deleted, so a spool in use by
+    a running producer can be read too (its acked records are only forgotten in memory)."""
+    paths = sorted(Path(directory).glob(f"*{SEGMENT_SUFFIX}"))
+    standby = Path(directory) / STANDBY_NAME
+    if standby.exists():
+        paths.append(standby)  # holds records only if a power loss lost its rename
+    for path in paths:
+        for _end, body in _records(path.read_bytes()):
+            (key_len,) = KEY_LEN.unpack_from(body)
+            yield path, body[2 : 2 + key_len], body[2 + key_len :]
