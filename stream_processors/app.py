@@ -77,6 +77,7 @@ hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max)
 # watch, gets the CPU first and PostgreSQL's row building waits for it.
 SINKS = (hot_view, postgres)
 STORES_DOWN: set[str] = set()
+SOURCE: BatchSource | None = None  # the running worker's consumer, for /healthz
 RECOVERY_WAIT_S = 60.0
 LOOP_LAG_PROBE_S = 0.05
 LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (README, Benchmarks)
@@ -110,7 +111,8 @@ class IngestService(mode.Service):
             owned_partitions=lambda: source.assigned,  # `source` is bound below, before any call
             partitions=settings.events_partitions,
         )  # fmt: skip
-        source = BatchSource(
+        global SOURCE
+        source = SOURCE = BatchSource(
             settings.kafka_bootstrap, settings.worker_group, settings.events_topic, hook.partitions_moved
         )
         self.ingest = IngestLoop(
@@ -198,4 +200,12 @@ async def prometheus_metrics(web: faust.web.Web, request: faust.web.Request) -> 
 @app.page("/healthz")
 async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
     # Healthy while a store is down: the worker is doing its job (retrying), restarting it would not help.
-    return web.json({"status": "ok", "stores_down": sorted(STORES_DOWN)})
+    # Likewise with no partitions or a consumer error (a topic not created yet): the operator sees why.
+    return web.json(
+        {
+            "status": "ok",
+            "stores_down": sorted(STORES_DOWN),
+            "partitions": SOURCE.assigned if SOURCE else [],
+            "consumer_error": SOURCE.last_error if SOURCE else "",
+        }
+    )

@@ -64,6 +64,9 @@ class BatchSource:
         # One thread: librdkafka consumer calls must not overlap.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-source")
         self._assigned: set[int] = set()
+        # The consumer's last error, e.g. the topic does not exist; cleared once it consumes again.
+        # Shown by the worker's /healthz, logged once per distinct error.
+        self.last_error = ""
         self._done: dict[int, int] = {}  # partition -> highest offset whose batch is complete, not yet committed
         self._last_commit = time.monotonic()
         self._lock = threading.Lock()
@@ -105,12 +108,17 @@ class BatchSource:
         loop = asyncio.get_running_loop()
         messages = await loop.run_in_executor(self._thread, self._take, max_records, wait_s)
         good = []
+        failed = False
         for message in messages:
             error = message.error()
             if error is None:
                 good.append(message)
             elif error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error", error=str(error))
+                if str(error) != self.last_error:
+                    log.warning("consumer error", error=str(error), topic=self.topic)
+                self.last_error, failed = str(error), True
+        if not failed and (good or self.assigned):  # consuming again (an idle topic has no records)
+            self.last_error = ""
         return good
 
     def _take(self, max_records: int, wait_s: float) -> list[Message]:

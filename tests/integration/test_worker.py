@@ -119,6 +119,28 @@ def test_worker_exposes_prometheus_metrics(settings: Settings, events_topic, tmp
         worker.stop()
 
 
+def test_a_worker_on_a_missing_topic_says_so_in_healthz(settings: Settings, new_topic, tmp_path):
+    """The worker has nothing to do and restarting it would not help: it stays up and tells why."""
+    import json
+
+    import httpx
+
+    worker = WorkerProcess(new_topic("absent", create=False), tmp_path).start()
+    try:
+
+        def consumer_error() -> dict | None:
+            body = _get(httpx, f"http://127.0.0.1:{worker.port}/healthz")
+            health = json.loads(body) if body else None
+            return health if health and health["consumer_error"] else None
+
+        health = wait_for(consumer_error, 60, "the worker's /healthz to report the missing topic")
+        assert "Unknown topic or partition" in health["consumer_error"], health
+        assert health["partitions"] == [] and health["status"] == "ok", health
+        assert worker.alive(), worker.log()[-3000:]
+    finally:
+        worker.stop()
+
+
 def _get(httpx, url: str) -> str | None:
     try:
         response = httpx.get(url, timeout=2)
