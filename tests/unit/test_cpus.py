@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from guardian.cpus import idle_priority_threads, parse_cpu_list, running_on, usable_cpus
 from guardian.settings import Settings
 from producers import GuardianProducer
+from tests.integration.helpers import wait_for
 
 
 @pytest.mark.parametrize(
@@ -72,8 +73,10 @@ def test_the_producers_network_threads_run_on_the_io_cpus_and_the_caller_stays_p
 
 
 def test_idle_priority_moves_only_the_named_threads_of_a_process():
-    sleeper = subprocess.Popen(["sleep", "30"])  # one thread, named "sleep"
+    sleeper = subprocess.Popen(["sleep", "30"])  # one thread, named "sleep" once it has exec'd
+    comm = Path(f"/proc/{sleeper.pid}/comm")
     try:
+        wait_for(lambda: comm.read_text().strip() == "sleep", 10, "the child to exec sleep")  # a fork is "python"
         assert idle_priority_threads(sleeper.pid, "no-such-thread") == []
         assert os.sched_getscheduler(sleeper.pid) == os.SCHED_OTHER
         assert idle_priority_threads(sleeper.pid, "slee") == ["sleep"]
