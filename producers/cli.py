@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from guardian.settings import get_settings
-from producers.producer import REJECTED_DIR
+from producers.producer import LOCK_FILE, REJECTED_DIR
 from producers.spool import read_spool
 from schemas.codec import EventCodec
 from schemas.errors import CodecError
@@ -30,7 +30,7 @@ def inspect(directory: Path | None) -> None:
     root = directory or get_settings().spool_dir
     if not root.is_dir():
         raise click.ClickException(f"no spool at {root} (GUARDIAN_SPOOL_DIR): no producer has spooled there")
-    spools = [root] if (root / "LOCK").exists() else sorted(p for p in root.iterdir() if (p / "LOCK").exists())
+    spools = [root] if (root / LOCK_FILE).exists() else sorted(p for p in root.iterdir() if (p / LOCK_FILE).exists())
     if not spools:
         raise click.ClickException(f"{root} holds no producer spool (no LOCK file in it or its sub-folders)")
     codec = EventCodec()
@@ -72,7 +72,7 @@ def _size(size: int) -> str:
 
 def _in_use(directory: Path) -> bool:
     """A running producer holds an exclusive lock on LOCK; taking it for a moment tells."""
-    with open(directory / "LOCK", "a") as handle:
+    with open(directory / LOCK_FILE, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

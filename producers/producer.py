@@ -59,6 +59,7 @@ QUEUE_CAPACITY = 200_000
 # limit minus this margin.
 RECORD_FRAMING_MARGIN = 512
 REJECTED_DIR = "rejected"  # under the spool directory: events Kafka refused for good
+LOCK_FILE = "LOCK"  # in the spool directory, flocked by the producer that owns it
 REPORT_CHECK_MASK = 15  # emit() looks at the clock for due delivery reports every 16 events
 CALLER_QUIET_S = 0.1  # after this long (or 2 report intervals) without emit(), the background thread serves them
 
@@ -603,7 +604,7 @@ def _lock_directory(directory: Path) -> Any:
     """Hold an exclusive lock on the spool directory: two processes must never share one."""
     import fcntl
 
-    handle = open(directory / "LOCK", "w")  # noqa: SIM115 - held for the producer's lifetime
+    handle = open(directory / LOCK_FILE, "w")  # noqa: SIM115 - held for the producer's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
