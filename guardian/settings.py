@@ -34,6 +34,18 @@ class Settings(BaseSettings):
     events_retention_hours: int = Field(
         168, ge=24, description="Retention of the events topic = the replay window (at least 24 h)."
     )
+    max_event_age_hours: float = Field(
+        720,
+        gt=0,
+        description="Oldest event_time a storable event may carry, in hours before now (emit() and the worker"
+        " refuse older ones). At least the events topic's retention, so a whole-topic replay passes.",
+    )
+    max_future_skew_s: float = Field(
+        300,
+        ge=0,
+        description="How far ahead of the checking clock an event_time may be, in seconds; later ones are"
+        " refused (emit()) or dead-lettered (worker).",
+    )
     schema_registry_url: str | None = Field(
         None, description="Confluent schema registry URL; unset = Avro single-object encoding."
     )
@@ -52,7 +64,11 @@ class Settings(BaseSettings):
     )
 
     # --- Producer --------------------------------------------------------------
-    producer_id: str | None = Field(None, description="Producer identity; default <host>-<pid>.")
+    producer_id: str | None = Field(
+        None,
+        description="Producer identity, which names its spool directory; default <host>-<program>, stable across"
+        " restarts (a second process of the same program on the host takes <host>-<program>-2, ...).",
+    )
     producer_linger_ms: int = Field(
         10, ge=0, description="librdkafka linger.ms of the producer: batching delay before a send."
     )
@@ -79,6 +95,12 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(16066, description="Faust worker web port (/metrics, health).")
     worker_group: str = Field(
         "guardian-worker", description="Consumer group of the fleet on the events topic; Faust's own is <group>-state."
+    )
+    worker_stall_s: float = Field(
+        60,
+        gt=0,
+        description="A worker whose offsets have not been committed for this long while events wait reports"
+        " itself stalled: /healthz 503 with the reason.",
     )
     worker_data_dir: Path = Field(REPO_ROOT / ".stack" / "worker", description="Faust table state directory.")
     alert_rules_file: Path = Field(
@@ -111,6 +133,15 @@ class Settings(BaseSettings):
         if value is not None:
             parse_cpu_list(value)
         return value
+
+    @model_validator(mode="after")
+    def _replay_window_is_storable(self) -> Settings:
+        if self.max_event_age_hours < self.events_retention_hours:
+            raise ValueError(
+                f"GUARDIAN_MAX_EVENT_AGE_HOURS ({self.max_event_age_hours:g}) is below GUARDIAN_EVENTS_RETENTION_HOURS"
+                f" ({self.events_retention_hours}): a replay of the whole topic would dead-letter its oldest events"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
