@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from guardian.settings import get_settings
-from producers.producer import LOCK_FILE, REJECTED_DIR
+from producers.orphans import LOCK_FILE, REJECTED_DIR, SpoolInUseError, drain_spool, lock_spool, spool_topic
 from producers.spool import read_spool
 from schemas.codec import EventCodec
 from schemas.errors import CodecError
@@ -36,6 +36,40 @@ def inspect(directory: Path | None) -> None:
     codec = EventCodec()
     for path in spools:
         click.echo(_describe(path, codec))
+
+
+@spool.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--topic", help="Topic to send to (default: the one the spool names, else GUARDIAN_EVENTS_TOPIC).")
+@click.option("--timeout", default=300.0, show_default=True, help="Give up after this many seconds.")
+def drain(directory: Path, topic: str | None, timeout: float) -> None:
+    """Send the events of a stopped producer's spool DIRECTORY to Kafka, in order, and delete them.
+
+    Refused while a running producer holds the spool. What Kafka acknowledged is deleted; what is
+    left after an error or the timeout stays for the next try."""
+    settings = get_settings()
+    if not (directory / LOCK_FILE).exists():
+        raise click.ClickException(f"{directory} is not a producer spool (no LOCK file in it)")
+    try:
+        handle = lock_spool(directory)
+    except SpoolInUseError as error:
+        raise click.ClickException(f"{error}: it drains itself") from None
+    topic = topic or spool_topic(directory) or settings.events_topic
+    total = sum(1 for _ in read_spool(directory))
+    config = {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
+              "compression.type": "lz4"}  # fmt: skip
+    with handle, click.progressbar(length=total, label=f"draining {directory} to {topic}") as bar:
+        done = [0]
+
+        def advance(delivered: int) -> None:
+            bar.update(delivered - done[0])
+            done[0] = delivered
+
+        result = drain_spool(directory, config, topic, timeout_s=timeout, progress=advance)
+        advance(result.delivered)
+    click.echo(f"delivered {result.delivered}, set aside {result.rejected} (too large), left {result.remaining}")
+    if result.remaining:
+        raise click.ClickException(f"{result.remaining} event(s) not delivered: {result.error}")
 
 
 def _describe(directory: Path, codec: EventCodec) -> str:

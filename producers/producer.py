@@ -27,8 +27,9 @@ Kafka has not acknowledged to the spool for the next start, and stops the backgr
 from __future__ import annotations
 
 import logging
-import os
+import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -42,8 +43,18 @@ from guardian.cpus import parse_cpu_list, running_on
 from guardian.logs import get_logger
 from guardian.settings import Settings, get_settings
 from producers.metrics import ProducerCollector
+from producers.orphans import (
+    LOCK_FILE,
+    REJECTED_DIR,
+    TOPIC_FILE,
+    SpoolInUseError,
+    adopt,
+    claim_orphans,
+    lock_spool,
+)
 from producers.spool import FullPolicy, Spool
 from schemas.codec import EventCodec
+from schemas.validation import MAX_LENGTHS, EventRules, as_micros, check_payload, check_string
 
 log = get_logger(__name__)
 
@@ -58,10 +69,18 @@ QUEUE_CAPACITY = 200_000
 # and attributes in format v2) exceed message.max.bytes; emit() checks key + value against the
 # limit minus this margin.
 RECORD_FRAMING_MARGIN = 512
-REJECTED_DIR = "rejected"  # under the spool directory: events Kafka refused for good
-LOCK_FILE = "LOCK"  # in the spool directory, flocked by the producer that owns it
+__all__ = ["LOCK_FILE", "REJECTED_DIR", "EventTooLargeError", "GuardianProducer", "ProducerClosedError"]
 REPORT_CHECK_MASK = 15  # emit() looks at the clock for due delivery reports every 16 events
 CALLER_QUIET_S = 0.1  # after this long (or 2 report intervals) without emit(), the background thread serves them
+# sequence = epoch << EPOCH_SHIFT | count within the run. Each start of a producer takes a new, higher
+# epoch, so its sequences continue above its predecessor's and the hot view's guard takes them at once.
+# The whole value stays below 2^53, which the guard's Lua (doubles) compares exactly.
+EPOCH_SHIFT = 32
+EPOCH_FILE = "EPOCH"  # in the spool directory: the last epoch taken
+EPOCH_ORIGIN_S = 1_767_225_600  # 2026-01-01T00:00:00Z; the clock's floor for an epoch is hours since then
+MAX_RUN_COUNT = (1 << EPOCH_SHIFT) - 1
+MAX_SYMBOL_LENGTH = MAX_LENGTHS["symbol"]
+MAX_INSTANCES = 64  # <host>-<program>, <host>-<program>-2, ... for processes of one program on one host
 
 
 class EventTooLargeError(ValueError):
@@ -74,6 +93,12 @@ class ProducerClosedError(RuntimeError):
 
 
 class GuardianProducer:
+    """The trading host's producer; see the module docstring. `producer_id` (GUARDIAN_PRODUCER_ID) names
+    the spool directory under `spool_dir` (GUARDIAN_SPOOL_DIR); unset, it is `<host>-<program>` (the
+    main script's name), or `<host>-<program>-<n>` while lower numbers are held by running processes,
+    so a restarted host finds its spool again. With the default spool directory, spools of producers
+    that are gone are adopted and drained first (producers/orphans.py)."""
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -95,18 +120,27 @@ class GuardianProducer:
     ) -> None:
         settings = settings or get_settings()
         self.host = socket.gethostname()
-        self.producer_id = producer_id or settings.producer_id or f"{self.host}-{os.getpid()}"
         self.topic = topic or settings.events_topic
+        self._rules = EventRules.from_settings(settings)
+        self.producer_id, spool_path, self._lock_file = _claim_identity(
+            producer_id or settings.producer_id,
+            self.host,
+            spool_dir or settings.spool_dir,
+            explicit_dir=bool(spool_dir),
+        )
+        check_string("producer_id", self.producer_id)
+        check_string("host", self.host)
+        (spool_path / TOPIC_FILE).write_text(self.topic)
+        self._epoch = _next_epoch(spool_path)
         self._codec = EventCodec(registry_url=settings.schema_registry_url)
         self._spool = Spool(
-            (spool_dir or settings.spool_dir / self.producer_id),
+            spool_path,
             segment_bytes=spool_segment_bytes,
             max_bytes=spool_max_bytes,
             fsync_every_records=fsync_every_records,
             full_policy=spool_full_policy,
             maintained=True,  # the background thread does its file work, never emit()
         )
-        self._lock_file = _lock_directory(self._spool.directory)
         config = {
             "bootstrap.servers": bootstrap_servers or settings.kafka_bootstrap,
             "enable.idempotence": True,
@@ -145,11 +179,11 @@ class GuardianProducer:
         interval_ms = settings.producer_fsync_interval_ms if fsync_interval_ms is None else fsync_interval_ms
         self._fsync_interval_s = interval_ms / 1000
         self._lock = threading.Lock()
-        # Event ids: a random 64-bit prefix per producer instance + the sequence, shaped as a
-        # version-8 UUID. Unique like uuid4() at a tenth of its cost on the hot path.
-        prefix = uuid.uuid4().hex
-        self._id_prefix = f"{prefix[:8]}-{prefix[8:12]}-8{prefix[13:16]}-"
-        self._sequence = 0
+        # Event ids: a random 64-bit prefix per run + the count within it, shaped as a version-8 UUID.
+        # Unique like uuid4() at a tenth of its cost on the hot path.
+        self._id_prefix = _random_id_prefix()
+        self._count = 0  # events of this run; the sequence is the epoch's base + this
+        self._sequence_base = self._epoch << EPOCH_SHIFT
         self._counts = dict.fromkeys(("emitted", "failed", "spooled", "dropped", "rejected"), 0)
         self._produced_direct = 0  # written by emit() only
         self._caller_polled_at = 0.0  # when emit() last served delivery reports (monotonic s)
@@ -165,13 +199,24 @@ class GuardianProducer:
         self._drain_problem = ""  # logged once until it changes or clears
         self._spool_error = ""  # likewise
         self._last_fsync = time.monotonic()
-        self._spooling = self._spool.pending_records() > 0  # a crashed process's spool goes first
+        # Spools of producers that are gone, drained before anything of ours (oldest first per symbol).
+        self._orphans = [] if spool_dir else claim_orphans(settings.spool_dir, spool_path, self.topic)
+        self._adopting = threading.Event()
+        if self._orphans:
+            self._adopting.set()
+        self._adopt_config = {k: v for k, v in config.items() if k != "logger"}
+        # A crashed process's spool, and adopted ones, go first: new events wait behind them in ours.
+        self._spooling = self._spool.pending_records() > 0 or bool(self._orphans)
         self._closed = False  # set under the lock by close(): emit() refuses events from then on
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._background, name=f"guardian-producer-{self.producer_id}")
         self._thread.daemon = True
         with running_on(io_cpus):
             self._thread.start()
+            if self._orphans:
+                adopter = threading.Thread(target=self._adopt_orphans, name=f"guardian-adopt-{self.producer_id}")
+                adopter.daemon = True
+                adopter.start()
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics_registry.register(ProducerCollector(self.stats, self.producer_id))
 
@@ -187,31 +232,36 @@ class GuardianProducer:
         with self._lock:
             if self._closed:
                 raise ProducerClosedError(f"producer {self.producer_id} is closed; the event was not taken")
-            self._sequence += 1
-            sequence = self._sequence
-            if sequence < 0x1000000000000:  # the 4th group stays 8000 for the first 2^48 events
-                event["event_id"] = f"{self._id_prefix}8000-{sequence:012x}"
-            else:
-                event["event_id"] = (
-                    f"{self._id_prefix}{0x8000 | (sequence >> 48) & 0x3FFF:04x}-{sequence & 0xFFFFFFFFFFFF:012x}"
-                )
+            if self._count >= MAX_RUN_COUNT:  # 2^32 - 1 events in one run: move on to a new epoch
+                self._start_new_epoch()
+            count = self._count + 1
+            event["event_id"] = f"{self._id_prefix}8000-{count:012x}"
+            sequence = self._sequence_base | count
             event["producer_id"] = self.producer_id
             event["sequence"] = sequence
             event["host"] = self.host
-            if "event_time" not in event:
+            stamped = "event_time" not in event
+            if stamped:
                 event["event_time"] = time.time_ns() // 1000
             if "severity" not in event:
                 event["severity"] = "INFO"
             if "schema_version" not in event:
                 event["schema_version"] = 1
-            value = self._codec.encode(event)
-            key = event["symbol"].encode()
+            value = self._codec.encode(event)  # the schema first: the rules below assume its types
+            symbol = event["symbol"]
+            if len(symbol) > MAX_SYMBOL_LENGTH or "\x00" in symbol:  # schemas/validation.py, inline for speed
+                check_string("symbol", symbol)
+            check_payload(event["payload"][1])
+            if not stamped:  # the caller's own time: within the window a store can hold?
+                self._rules.check_time(as_micros(event["event_time"]))
+            key = symbol.encode()
             if len(value) + len(key) > self._max_event_bytes:  # spooled, it would block the spool
                 raise EventTooLargeError(
                     f"event {event['event_id']} encodes to {len(value) + len(key)} bytes with its key; Kafka "
                     f"takes at most {self._max_event_bytes} (message.max.bytes - {RECORD_FRAMING_MARGIN}): "
                     "shorten its strings"
                 )
+            self._count = count  # only an event taken uses up a sequence number: refusals leave no gap
             self._counts["emitted"] += 1
             if not self._spooling:
                 try:
@@ -227,6 +277,26 @@ class GuardianProducer:
                 self._to_spool(key, value)
         if not sequence & REPORT_CHECK_MASK and not self._spooling:
             self._serve_due_delivery_reports()
+
+    @property
+    def epoch(self) -> int:
+        """This run's epoch: its sequences are `epoch << EPOCH_SHIFT | n` for its n-th event."""
+        return self._epoch
+
+    def _start_new_epoch(self) -> None:
+        """Called under the lock after 2^32 - 1 events of one run (rare: 12 h at 100k events/s)."""
+        self._epoch = _next_epoch(self._spool.directory)
+        self._sequence_base = self._epoch << EPOCH_SHIFT
+        self._id_prefix = _random_id_prefix()  # the count starts again: the ids must not repeat
+        self._count = 0
+
+    def _adopt_orphans(self) -> None:
+        try:
+            adopt(self._orphans, self._adopt_config, self.topic, self._stop)
+        except Exception:  # a bug: our own spool must still drain
+            log.exception("adopting spools of stopped producers failed", producer_id=self.producer_id)
+        finally:
+            self._adopting.clear()
 
     def _serve_due_delivery_reports(self) -> None:
         """Serve librdkafka's delivery reports from the caller's thread once `report_interval_ms`
@@ -492,8 +562,9 @@ class GuardianProducer:
         log.error("kafka refused an event for good; kept on disk", error=error.str(), bytes=len(value), path=str(path))
 
     def _drain_step(self) -> None:
-        # Older events still queued on the direct path go first; and a dead broker gets no work.
-        if len(self._producer) or not self._can_drain(time.monotonic()):
+        # Older events go first: those still queued on the direct path and adopted spools; and a dead
+        # broker gets no work.
+        if len(self._producer) or self._adopting.is_set() or not self._can_drain(time.monotonic()):
             return
         with self._lock:
             if self._drain_failed:
@@ -600,17 +671,55 @@ class GuardianProducer:
             }
 
 
-def _lock_directory(directory: Path) -> Any:
-    """Hold an exclusive lock on the spool directory: two processes must never share one."""
-    import fcntl
+def _random_id_prefix() -> str:
+    prefix = uuid.uuid4().hex
+    return f"{prefix[:8]}-{prefix[8:12]}-8{prefix[13:16]}-"
 
-    handle = open(directory / LOCK_FILE, "w")  # noqa: SIM115 - held for the producer's lifetime
+
+def _program_name() -> str:
+    """The main script's name (`trader` for `python trader.py` or a `trader` console script)."""
+    name = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "python"
+
+
+def _claim_identity(
+    producer_id: str | None, host: str, spool_dir: Path, *, explicit_dir: bool
+) -> tuple[str, Path, Any]:
+    """(producer id, its spool directory, the held lock). An explicit id (or spool directory) must be
+    free; the default one is the first free of <host>-<program>, <host>-<program>-2, ..."""
+    if producer_id or explicit_dir:
+        producer_id = producer_id or f"{host}-{_program_name()}"
+        path = spool_dir if explicit_dir else spool_dir / producer_id
+        try:
+            return producer_id, path, lock_spool(path)
+        except SpoolInUseError:
+            raise SpoolInUseError(
+                f"spool {path} is in use by another producer process; give each producer its own "
+                "producer_id (GUARDIAN_PRODUCER_ID) or spool_dir"
+            ) from None
+    base = f"{host}-{_program_name()}"
+    for instance in range(1, MAX_INSTANCES + 1):
+        candidate = base if instance == 1 else f"{base}-{instance}"
+        try:
+            return candidate, spool_dir / candidate, lock_spool(spool_dir / candidate)
+        except SpoolInUseError:
+            continue
+    raise SpoolInUseError(
+        f"{MAX_INSTANCES} producers of {base} hold spools under {spool_dir}; set GUARDIAN_PRODUCER_ID"
+    )
+
+
+def _next_epoch(spool: Path) -> int:
+    """A number higher than every earlier run's with this spool: the last one + 1, and never below the
+    hours since EPOCH_ORIGIN_S (so a lost spool directory still yields a newer epoch, barring
+    more than one restart an hour on average). Called with the spool's lock held."""
+    path = spool / EPOCH_FILE
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise RuntimeError(
-            f"spool {directory} is in use by another producer process; give each producer its own "
-            "producer_id (GUARDIAN_PRODUCER_ID) or spool_dir"
-        ) from None
-    return handle
+        last = int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        last = 0
+    epoch = max(last + 1, (int(time.time()) - EPOCH_ORIGIN_S) // 3600)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(str(epoch))
+    temporary.replace(path)
+    return epoch

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer
 
 from guardian.settings import Settings
 from producers import GuardianProducer
+from producers.producer import EPOCH_SHIFT
 from schemas.codec import EventCodec, load_alert_schema
 from stream_processors.alerts.engine import fingerprint
 from stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, CHANNEL
@@ -133,7 +134,8 @@ def test_breaker_open_fires_one_p0_everywhere_and_closed_resolves_it(settings: S
             # The same condition again: no second alert. Wait until the worker has seen it (the hot view).
             producer.circuit_breaker(symbol, "HALF_OPEN", "OPEN", reason="tripped again", trip_count=2)
             producer.flush(10)
-            wait_for(lambda: client.hget(f"guardian:seq:{symbol}:CIRCUIT_BREAKER", producer.producer_id) == b"2", 30,
+            second = str(producer.epoch << EPOCH_SHIFT | 2).encode()  # the run's second event
+            wait_for(lambda: client.hget(f"guardian:seq:{symbol}:CIRCUIT_BREAKER", producer.producer_id) == second, 30,
                      "the second OPEN in the hot view")  # fmt: skip
             producer.circuit_breaker(symbol, "OPEN", "CLOSED", reason="recovered", trip_count=2)
             producer.flush(10)
