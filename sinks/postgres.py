@@ -102,8 +102,25 @@ async def _rollback_if_open(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+# What PostgreSQL (or asyncpg, encoding a value) refuses for the data itself: class 22 (data
+# exceptions: NUL in text, a time out of range, a bad uuid), 23 (constraints) and 54 (limits: an
+# index row too large), and Python's own ValueError/OverflowError building a row. Everything else
+# (connections, timeouts, a server restarting, a missing table) is transient and retried.
+PERMANENT_ERRORS = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+    ValueError,  # asyncpg's client-side DataError is one
+    OverflowError,
+)
+
+
 class PostgresSink:
     name = "postgres"
+
+    @staticmethod
+    def is_permanent(error: Exception) -> bool:
+        return isinstance(error, PERMANENT_ERRORS)
 
     def __init__(self, dsn: str, max_connections: int = 4) -> None:
         self.dsn = dsn

@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import orjson
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError
 
 from sinks.base import StoredEvent
 
@@ -126,8 +127,19 @@ def script_args(batch: Sequence[StoredEvent], now_micros: int, recent_max: int =
     return args
 
 
+# Redis answers these while it is busy or degraded: retried. Any other error reply to the batch
+# script is about the data it was given.
+TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
+
+
 class RedisHotView:
     name = "redis"
+
+    @staticmethod
+    def is_permanent(error: Exception) -> bool:
+        if isinstance(error, redis.ResponseError):
+            return not isinstance(error, NoScriptError) and not str(error).startswith(TRANSIENT_REPLIES)
+        return isinstance(error, (ValueError, OverflowError)) and not isinstance(error, redis.RedisError)
 
     def __init__(self, url: str, recent_max: int = 10_000) -> None:
         # A bound on memory: at bench rates 24 h of events would not fit in RAM, and a big Redis
