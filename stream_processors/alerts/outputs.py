@@ -39,6 +39,7 @@ ALERT_KEY = "guardian:alert:{}"
 CHANNEL = "guardian:alerts"
 SILENCES = "guardian:silences"
 ALERTS_SUBJECT = "guardian.alerts.v1-value"
+SUMMARY_MAX = 2_000  # characters: the summary quotes the breaker's reason, itself capped at 4,096
 
 
 def alert_event(alert: dict) -> dict:
@@ -50,7 +51,7 @@ def alert_event(alert: dict) -> dict:
         "status": alert["status"],
         "symbol": alert["labels"].get("symbol"),
         "labels": alert["labels"],
-        "summary": alert["summary"],
+        "summary": alert["summary"][:SUMMARY_MAX],
         "starts_at": alert["starts_at"],
         "ends_at": alert["ends_at"],
         "event_id": alert["event_id"],
