@@ -7,16 +7,55 @@
   alerts it matches; their state still changes and is still recorded.
 - Time in conditions is event time (so a replay decides as the live run did); resolving
   quiet conditions, repeats and producer silence use the wall clock (`tick`).
+- Event times from the future: a spike's time counts in its window as stamped, but for the
+  burst's liveness (`tick` resolving a passed burst) it is capped at the time the spike was
+  observed (`now_us` of `observe`), so one stamped far ahead cannot keep a P0 firing until then.
+  A drift streak's `above_since` is the earliest event time of the streak, so a far-future
+  event cannot make the streak's age negative and hold the alert back.
+- Values that carry no information are ignored: a drift score, a latency or a threshold that
+  is missing, not a number, NaN or infinite leaves the rule's state as it was (no fire, no
+  resolve, no reset).
+
+Redelivery and replays. Delivery is at-least-once, and an operator may reset the group to the
+earliest offset and replay the topic (its retention, 7 days by default). A replay starts from
+the state the live run left (which is ahead of the replayed events), so:
+
+- Conditions count each event once: the spike condition keeps the (event time, observed time,
+  event id) of its newest `min_spikes` spikes; a spike already among them, or older than all of
+  them, changes nothing.
+- Every alert record remembers what the world (alerts topic, Redis, receivers) was last told of
+  it: `notified_status`, the ids of the newest NOTIFIED_EVENTS_KEPT events whose transitions were
+  notified (`notified_event_ids`) and the newest event time among all such events
+  (`notified_through_us`). An event is *news* for an alert unless its id is among
+  `notified_event_ids` or it is older (event time) than `notified_through_us`; the clock (`tick`)
+  is always news.
+- The exact rule: an event or a tick first changes the state as its condition says (a replay
+  recomputes the state). A Notification is returned only if the cause is news AND the alert's
+  status now differs from `notified_status`. So a replayed transition is silent (its event was
+  notified, or is older than one that was), the time-based resolve of an alert a replay
+  re-fired is silent (the world already believes RESOLVED), and an old event that resolves an
+  alert firing now is silent. The same rule makes news reconcile the world: a new event meeting
+  the condition of an alert FIRING silently (e.g. fired by a late duplicate) notifies FIRING; a
+  new event meeting the resolve condition of an alert RESOLVED silently notifies RESOLVED.
+  (An event id merely absent from the list is not news: live, that event may have found the
+  alert already firing, which notified nothing.) A brand-new event still fires a resolved alert.
+- `replayed` is True when the alert's status was reached silently. Repeats are sent only while
+  both the alert and `notified_status` are FIRING.
+- Resolved alerts are forgotten `resolved_kept_us` (default 8 days: the retention and a margin)
+  after their last change, so a replay of the whole topic still finds them.
 
 All state goes through a `StateStore` (the worker uses a Faust GlobalTable, so it survives
-restarts and is there for whichever worker gets a partition next). The engine is pure
-logic: no I/O, the time is passed in, so it is tested without services.
+restarts and is there for whichever worker gets a partition next). Each worker writes only
+the state of the partitions it owns; `tick` reads what other workers write (producers' last
+seen) from the store, not from the cache. The engine is pure logic: no I/O, the time is passed
+in, so it is tested without services.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,7 +72,10 @@ from stream_processors.alerts.rules import (
 
 MICROS = 1_000_000
 SEEN_PRECISION_US = MICROS  # producer "last seen" is written at most once a second per partition
-RESOLVED_KEPT_US = 24 * 3600 * MICROS  # resolved alerts are forgotten a day after they resolved
+# Resolved alerts are forgotten this long after their last change: longer than the events topic's
+# retention (settings.events_retention_hours, 7 days), so a replay of the whole topic finds them.
+RESOLVED_KEPT_US = 8 * 24 * 3600 * MICROS
+NOTIFIED_EVENTS_KEPT = 32  # per alert; older notified events are still known by `notified_through_us`
 
 DEFAULT_SUMMARIES = {
     "breaker_open": "circuit breaker OPEN on {symbol}: {reason}",
@@ -105,10 +147,12 @@ class AlertEngine:
         rules: RuleSet,
         store: StateStore,
         silences: Callable[[], Sequence[Silence]] = tuple,
+        resolved_kept_us: int = RESOLVED_KEPT_US,
     ) -> None:
         self.rules = rules
         self.store = store
         self.silences = silences
+        self.resolved_kept_us = resolved_kept_us
         self._cache: dict[str, dict | None] = {}
         self._breaker = rules.of_kind("breaker_open")
         self._spikes = rules.of_kind("latency_spikes")
@@ -163,40 +207,57 @@ class AlertEngine:
         if payload["to_state"] == "OPEN":
             return self._fire(rule, labels, partition, event, now_us, reason=payload["reason"])
         if payload["to_state"] == "CLOSED":  # HALF_OPEN is still a tripped breaker
-            return self._resolve(rule, labels, event["event_time"], now_us, event["event_id"])
+            return self._resolve(rule, labels, event["event_time"], now_us, event)
         return []
 
     def _on_latency(self, rule: LatencySpikesRule, event: dict, payload: dict, partition: int, now_us: int) -> list:
-        if payload["observed_latency_us"] <= payload["threshold_us"]:
+        observed, threshold = _finite(payload.get("observed_latency_us")), _finite(payload.get("threshold_us"))
+        if observed is None or threshold is None or observed <= threshold:
             return []
-        labels = {"symbol": event["symbol"]}
         key = f"cond:{rule.name}:{event['symbol']}"
-        horizon = event["event_time"] - int(rule.window_s * MICROS)
-        times = [t for t in (self._get(key) or {"times": []})["times"] if t > horizon]
-        times.append(event["event_time"])
-        times = times[-rule.min_spikes :]  # only the newest k matter for ">= k within W"
-        self._set(key, {"times": times, "partition": partition})
-        if len(times) >= rule.min_spikes:
-            return self._fire(rule, labels, partition, event, now_us, count=len(times), window_s=rule.window_s)
+        spikes = _spikes(self._get(key))
+        event_id, at = event["event_id"], event["event_time"]
+        if any(spike[2] == event_id for spike in spikes):
+            return []  # counted already: a redelivery or a replay
+        # [event time (the window), observed time (liveness: a future stamp is capped), event id (once)]
+        spikes.append([at, min(at, now_us), event_id])
+        spikes.sort(key=lambda spike: (spike[0], spike[2] or ""))
+        window = int(rule.window_s * MICROS)
+        count = sum(1 for spike in spikes if at - window < spike[0] <= at)  # among events: event time only
+        newest = spikes[-rule.min_spikes :]  # only the newest k matter for ">= k within W"
+        if all(spike[2] != event_id for spike in newest):
+            # Older than the newest k already counted: it changes nothing (it may be a redelivery whose
+            # id was let go, and counting it could fire on an event the live run did not fire on).
+            return []
+        self._set(key, {"spikes": newest, "partition": partition})
+        if count >= rule.min_spikes:
+            labels = {"symbol": event["symbol"]}
+            return self._fire(rule, labels, partition, event, now_us, count=count, window_s=rule.window_s)
         return []
 
     def _on_drift(self, rule: DriftSustainedRule, event: dict, payload: dict, partition: int, now_us: int) -> list:
+        score = _finite(payload.get("drift_score"))
+        if score is None:
+            return []  # no information: neither above nor below, so the streak is left as it was
         labels = {"symbol": event["symbol"], "metric": payload["metric"]}
         key = f"cond:{rule.name}:{event['symbol']}:{payload['metric']}"
         state = self._get(key)
-        if payload["drift_score"] > rule.score_above:
-            since = state["above_since"] if state else event["event_time"]
-            if state is None:
-                self._set(key, {"above_since": since})
-            if event["event_time"] - since >= rule.for_s * MICROS:
+        at = event["event_time"]
+        if score > rule.score_above:
+            # The streak's earliest event time: an event stamped in the future (or arriving late)
+            # cannot leave `since` after the streak's later events and hold the alert back.
+            if state is None or at < state["above_since"]:
+                state = {"above_since": at}
+                self._set(key, state)
+            if at - state["above_since"] >= rule.for_s * MICROS:
                 return self._fire(
                     rule, labels, partition, event, now_us,
-                    score=payload["drift_score"], score_above=rule.score_above, for_s=rule.for_s,
+                    score=score, score_above=rule.score_above, for_s=rule.for_s,
                 )  # fmt: skip
             return []
         if state is not None:
             self._delete(key)
-        return self._resolve(rule, labels, event["event_time"], now_us, event["event_id"])
+        return self._resolve(rule, labels, at, now_us, event)
 
     # -- time --------------------------------------------------------------------------------------
     def tick(self, now_us: int, owns: Callable[[int], bool], partitions: int) -> list[Notification]:
@@ -209,7 +270,8 @@ class AlertEngine:
             last_seen: dict[str, int] = {}
             keys_of: dict[str, list[str]] = {}
             for key in self.store.keys_with_prefix("seen:"):
-                seen = self._get(key)
+                # From the store, not the cache: the owners of other partitions write these keys.
+                seen = self.store.get(key)
                 if seen:
                     producer = seen["producer_id"]
                     last_seen[producer] = max(last_seen.get(producer, 0), seen["at"])
@@ -231,11 +293,19 @@ class AlertEngine:
                     for key in keys_of[producer]:
                         self._delete(key)
         for key in self.store.keys_with_prefix("alert:"):
+            # Whose it is from the store (other workers' alerts need not fill the cache); an alert of
+            # a partition this worker owns is this worker's to write, so its cached copy is the newest.
+            stored = self.store.get(key)
+            if stored is None or not owns(stored["partition"]):
+                continue
             alert = self._get(key)
-            if alert is None or not owns(alert["partition"]):
+            if alert is None:
                 continue
             if alert["status"] == "RESOLVED":
-                if now_us - alert["ends_at"] > RESOLVED_KEPT_US:
+                if now_us - alert.get("changed_us", alert["last_notified_us"]) > self.resolved_kept_us:
+                    # Resolved by a stale event and no news since: the resolve stands; a world still
+                    # believing it fires is told before the record (what it was told) is forgotten.
+                    out += self._tell(key, alert, None, now_us)
                     self._delete(key)
                 continue
             rule = self._by_name.get(alert["rule"])
@@ -243,15 +313,19 @@ class AlertEngine:
             gone = rule is None or (isinstance(rule, LatencySpikesRule) and self._burst_over(rule, alert, now_us))
             if gone:
                 out += self._resolve_record(key, alert, now_us, now_us, None)
-            elif now_us - alert["last_notified_us"] >= self.rules.repeat_interval_s * MICROS:
+            elif (
+                _told(alert)["notified_status"] == "FIRING"  # not one a replay re-fired silently
+                and now_us - alert["last_notified_us"] >= self.rules.repeat_interval_s * MICROS
+            ):
                 alert = {**alert, "last_notified_us": now_us}
                 self._set(key, alert)
                 out.append(Notification(alert, repeat=True, silenced=self._silenced(alert, now_us)))
         return out
 
     def _burst_over(self, rule: LatencySpikesRule, alert: dict, now_us: int) -> bool:
-        state = self._get(f"cond:{rule.name}:{alert['labels']['symbol']}") or {"times": []}
-        return sum(1 for t in state["times"] if t > now_us - rule.window_s * MICROS) < rule.min_spikes
+        spikes = _spikes(self._get(f"cond:{rule.name}:{alert['labels']['symbol']}"))
+        # Observed times: a spike stamped in the future keeps a burst alive no longer than one stamped now.
+        return sum(1 for spike in spikes if spike[1] > now_us - rule.window_s * MICROS) < rule.min_spikes
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _fire(
@@ -261,7 +335,7 @@ class AlertEngine:
         key = f"alert:{fp}"
         current = self._get(key)
         if current is not None and current["status"] == "FIRING":
-            return []  # dedup: the same alert is already firing
+            return self._tell(key, current, event, now_us)  # dedup, unless the world believes otherwise
         alert = {
             "fingerprint": fp,
             "rule": rule.name,
@@ -275,23 +349,106 @@ class AlertEngine:
             "partition": partition,
             "last_notified_us": now_us,
         }
-        self._set(key, alert)
-        return [Notification(alert, silenced=self._silenced(alert, now_us))]
+        return self._change(key, current, alert, event, now_us)
 
-    def _resolve(self, rule: Any, labels: dict, at_us: int, now_us: int, event_id: str | None) -> list[Notification]:
+    def _resolve(self, rule: Any, labels: dict, at_us: int, now_us: int, event: dict | None) -> list[Notification]:
         key = f"alert:{fingerprint(rule.name, labels)}"
         current = self._get(key)
-        if current is None or current["status"] != "FIRING":
+        if current is None:
             return []
-        return self._resolve_record(key, current, at_us, now_us, event_id)
+        if current["status"] != "FIRING":
+            return self._tell(key, current, event, now_us)  # resolved already, unless the world believes otherwise
+        return self._resolve_record(key, current, at_us, now_us, event)
 
-    def _resolve_record(self, key: str, alert: dict, at_us: int, now_us: int, event_id: str | None) -> list:
-        resolved = {**alert, "status": "RESOLVED", "ends_at": at_us, "event_id": event_id, "last_notified_us": now_us}
-        self._set(key, resolved)
-        return [Notification(resolved, silenced=self._silenced(resolved, now_us))]
+    def _resolve_record(self, key: str, alert: dict, at_us: int, now_us: int, event: dict | None) -> list[Notification]:
+        event_id = event["event_id"] if event else None
+        resolved = {**alert, "status": "RESOLVED", "ends_at": at_us, "event_id": event_id}
+        return self._change(key, alert, resolved, event, now_us)
+
+    def _change(
+        self, key: str, before: dict | None, after: dict, event: dict | None, now_us: int
+    ) -> list[Notification]:
+        """A transition: the state changes; the world is told if the rule of the module docstring says so."""
+        record = {**after, **_told(before), "changed_us": now_us}
+        told = self._told_now(record, event, now_us)
+        if told is None:  # silent: the world keeps what it was told, repeats keep their rhythm
+            record.update(replayed=True, last_notified_us=before["last_notified_us"] if before else now_us)
+        self._set(key, told or record)
+        return [Notification(told, silenced=self._silenced(told, now_us))] if told else []
+
+    def _tell(self, key: str, alert: dict, event: dict | None, now_us: int) -> list[Notification]:
+        """No transition, but news showing the world wrong about this alert tells it (see the module docstring)."""
+        told = self._told_now(alert, event, now_us)
+        if told is None:
+            return []  # the hot path (every event of a firing alert): no write
+        self._set(key, told)
+        return [Notification(told, silenced=self._silenced(told, now_us))]
+
+    @staticmethod
+    def _told_now(alert: dict, event: dict | None, now_us: int) -> dict | None:
+        """The alert as notified now, or None if the rule says nothing is to be notified."""
+        if alert.get("notified_status", alert["status"]) == alert["status"]:
+            return None  # the world knows (the usual case, first: this runs for every event of an alert)
+        told = _told(alert)
+        if not _is_news(told, event):
+            return None
+        ids, through = told["notified_event_ids"], told["notified_through_us"]
+        if event is not None:
+            ids = [*ids, event["event_id"]][-NOTIFIED_EVENTS_KEPT:]
+            through = event["event_time"] if through is None else max(through, event["event_time"])
+        return {
+            **alert,
+            "notified_status": alert["status"],
+            "notified_event_ids": ids,
+            "notified_through_us": through,
+            "replayed": False,
+            "last_notified_us": now_us,
+        }
 
     def _silenced(self, alert: dict, now_us: int) -> bool:
         return any(silence.matches(alert, now_us) for silence in self.silences())
+
+
+def _told(alert: dict | None) -> dict:
+    """What the world was told of an alert (a record written before these fields: its last change)."""
+    if alert is None:
+        return {"notified_status": None, "notified_event_ids": [], "notified_through_us": None}
+    if "notified_status" in alert:
+        return {key: alert[key] for key in ("notified_status", "notified_event_ids", "notified_through_us")}
+    if alert["event_id"] is None:
+        return {"notified_status": alert["status"], "notified_event_ids": [], "notified_through_us": None}
+    at = alert["ends_at"] if alert["status"] == "RESOLVED" else alert["starts_at"]
+    return {"notified_status": alert["status"], "notified_event_ids": [alert["event_id"]], "notified_through_us": at}
+
+
+def _is_news(told: dict, event: dict | None) -> bool:
+    if event is None:
+        return True  # the clock: producer silence, a burst over, a rule removed
+    if event["event_id"] in told["notified_event_ids"]:
+        return False  # its transition was notified: a redelivery or a replay
+    through = told["notified_through_us"]
+    # Older than an event the world was told about: a replay, or a late event the world has news newer than.
+    return through is None or event["event_time"] >= through
+
+
+def _spikes(state: dict | None) -> list[list]:
+    """[[event time, observed time, event id], ...] of a spike condition (state of before: times only)."""
+    if state is None:
+        return []
+    if "spikes" in state:
+        return [list(spike) for spike in state["spikes"]]
+    return [[at, at, None] for at in state["times"]]
+
+
+def _finite(value: Any) -> int | float | None:
+    """A number that carries information; None for a missing value, a non-number, NaN or an infinity."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
 
 
 def _summary(rule: Any, facts: dict) -> str:
