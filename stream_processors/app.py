@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from guardian.logs import get_logger
 from guardian.settings import get_settings
 from schemas.codec import EventCodec
+from schemas.validation import EventRules
 from sinks.postgres import PostgresSink
 from sinks.redis_hot_view import RedisHotView
 from stream_processors import metrics
@@ -81,6 +82,44 @@ SOURCE: BatchSource | None = None  # the running worker's consumer, for /healthz
 RECOVERY_WAIT_S = 60.0
 LOOP_LAG_PROBE_S = 0.05
 LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (README, Benchmarks)
+PROGRESS_CHECK_S = 1.0
+
+
+class Progress:
+    """Whether the worker moves: the age of its last offset commit while events wait, and what it waits on."""
+
+    def __init__(self) -> None:
+        self.idle_at = time.monotonic()  # last time nothing waited
+        self.lag = 0  # records behind the high watermark, all owned partitions (refreshed every 5 s)
+        self.failed = ""  # the ingest loop ended with this error: nothing moves until a restart
+        self.stalled = ""  # why /healthz is not ok, "" while it is
+
+    def check(self, ingest: IngestLoop | None, source: BatchSource | None, stall_after_s: float) -> float:
+        """Update `stalled`; returns the commit age in seconds (0 while nothing waits)."""
+        now = time.monotonic()
+        if ingest is None or source is None:
+            return 0.0
+        open_s, open_events, step = ingest.waiting_on()
+        if not (open_events or self.lag or source.uncommitted):
+            self.idle_at = now
+        age = now - max(self.idle_at, source.committed_at)
+        if self.failed:
+            reason = f"the ingest loop stopped: {self.failed}"
+        elif age >= stall_after_s:
+            waiting = (f"the oldest open batch ({open_events} events, read {open_s:.0f} s ago) waits for {step}"
+                       if open_events else f"{self.lag} events wait in Kafka and none is read")  # fmt: skip
+            reason = f"no offset committed for {age:.0f} s; {waiting}"
+        else:
+            reason = ""
+        if reason and not self.stalled:
+            log.error("worker makes no progress", reason=reason)
+        elif self.stalled and not reason:
+            log.info("worker makes progress again")
+        self.stalled = reason
+        return age if (open_events or self.lag or source.uncommitted) else 0.0
+
+
+PROGRESS = Progress()
 
 
 def _store_down(name: str, down: bool) -> None:
@@ -123,6 +162,7 @@ class IngestService(mode.Service):
             settings.dlq_topic,
             hooks=[hook],
             on_store_down=_store_down,
+            rules=EventRules.from_settings(settings),
         )
         log.info("alert rules loaded", file=str(settings.alert_rules_file), rules=[r.name for r in rules.rules],
                  state_store=TABLE_STORE)  # fmt: skip
@@ -135,7 +175,18 @@ class IngestService(mode.Service):
             await asyncio.wait_for(app.tables.recovery.completed.wait(), timeout=RECOVERY_WAIT_S)
         except TimeoutError:
             log.warning("alert state not recovered yet; starting anyway", waited_s=RECOVERY_WAIT_S)
-        await self.ingest.run()
+        try:
+            await self.ingest.run()
+        except Exception as error:  # a bug: say so where operators look, instead of idling as if healthy
+            PROGRESS.failed = repr(error)
+            log.exception("ingest loop stopped; restart the worker")
+            raise
+
+    @mode.Service.task
+    async def _watch_progress(self) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(PROGRESS_CHECK_S)
+            metrics.COMMIT_AGE.set(PROGRESS.check(self.ingest, SOURCE, settings.worker_stall_s))
 
     @mode.Service.task
     async def _watch_loop_lag(self) -> None:
@@ -152,8 +203,10 @@ class IngestService(mode.Service):
     @mode.Service.timer(5.0)
     async def _export_lag(self) -> None:
         if self.ingest is not None:
-            for partition, lag in (await self.ingest.source.lag()).items():
+            lags = await self.ingest.source.lag()
+            for partition, lag in lags.items():
                 metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
+            PROGRESS.lag = sum(lags.values())
 
     async def on_stop(self) -> None:
         if self.ingest is not None:
@@ -199,13 +252,17 @@ async def prometheus_metrics(web: faust.web.Web, request: faust.web.Request) -> 
 
 @app.page("/healthz")
 async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-    # Healthy while a store is down: the worker is doing its job (retrying), restarting it would not help.
-    # Likewise with no partitions or a consumer error (a topic not created yet): the operator sees why.
+    # Not ok (503) once no offset has been committed for GUARDIAN_WORKER_STALL_S while events wait
+    # (a store down that long, a stuck step) or the ingest loop stopped: `reason` says what it waits on.
+    # A store outage shorter than that, no partitions, or a consumer error (a topic not created yet)
+    # leave it ok: the fields say why nothing moves.
     return web.json(
         {
-            "status": "ok",
+            "status": "stalled" if PROGRESS.stalled else "ok",
+            "reason": PROGRESS.stalled,
             "stores_down": sorted(STORES_DOWN),
             "partitions": SOURCE.assigned if SOURCE else [],
             "consumer_error": SOURCE.last_error if SOURCE else "",
-        }
+        },
+        status=503 if PROGRESS.stalled else 200,
     )

@@ -69,6 +69,7 @@ class BatchSource:
         self.last_error = ""
         self._done: dict[int, int] = {}  # partition -> highest offset whose batch is complete, not yet committed
         self._last_commit = time.monotonic()
+        self.committed_at = time.monotonic()  # when Kafka last confirmed a commit of ours (for /healthz)
         self._lock = threading.Lock()
         self._consumer.subscribe(
             [topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb, on_lost=self._lost_cb
@@ -141,6 +142,18 @@ class BatchSource:
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
             self._commit_done()
 
+    def commit_due(self) -> None:
+        """Commit what is done if COMMIT_INTERVAL_S has passed: called while idle, so the last batches
+        before a pause are committed too, not only when the next batch completes."""
+        if self._done and time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+            self._commit_done()
+
+    @property
+    def uncommitted(self) -> bool:
+        """Whether finished batches wait for their commit."""
+        with self._lock:
+            return bool(self._done)
+
     def _commit_done(self, partitions: set[int] | None = None, asynchronous: bool = True) -> None:
         with self._lock:
             chosen = {p: o for p, o in self._done.items() if partitions is None or p in partitions}
@@ -155,10 +168,11 @@ class BatchSource:
             except KafkaException as exc:
                 log.warning("offset commit failed", error=str(exc))
 
-    @staticmethod
-    def _on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:  # e.g. the partitions were revoked meanwhile: their new owner re-reads them
             log.warning("offset commit failed", error=str(error))
+        elif any(p.error is None for p in partitions):
+            self.committed_at = time.monotonic()
 
     async def lag(self) -> dict[int, int]:
         """Records behind the high watermark, per assigned partition (watermarks cached from fetches)."""

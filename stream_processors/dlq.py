@@ -7,8 +7,13 @@ from datetime import UTC, datetime
 HEADER_PREFIX = "guardian.dlq."
 
 
-def dlq_headers(error: Exception, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+def dlq_headers(
+    error: Exception, topic: str, partition: int, offset: int, **extra: str
+) -> list[tuple[str, bytes]]:
+    """Kafka Connect's DLQ headers; `extra` adds more (`rule`, `field` for a broken storable-event
+    rule, `stage` for a row a store refused)."""
     return [
+        *((f"{HEADER_PREFIX}{name}", value.encode()[:2000]) for name, value in extra.items()),
         (f"{HEADER_PREFIX}error.class", type(error).__name__.encode()),
         (f"{HEADER_PREFIX}error.message", str(error).encode()[:2000]),
         (f"{HEADER_PREFIX}source.topic", topic.encode()),

@@ -5,8 +5,10 @@ are done for every batch up to it:
 
 1. `BatchSource.next_batch()` — up to BATCH_MAX records (a rebalance happens inside
    this call, never in the middle of decoding);
-2. decode; what does not decode goes to the DLQ with the reason (`Outbox`);
-3. PostgreSQL and the Redis hot view, each retried with backoff until it succeeds;
+2. decode and check the storable-event rules (schemas/validation.py); what fails either goes to
+   the DLQ with the reason (`Outbox`);
+3. PostgreSQL and the Redis hot view, each retried with backoff while the error is transient;
+   rows a store refuses for good are split out and dead-lettered (sinks/base.py);
 4. the hooks (the alert engine) see the batch;
 5. the outbox is flushed (dead letters and alerts acknowledged by Kafka);
 6. the batch's offsets are committed.
@@ -34,7 +36,8 @@ from confluent_kafka import Message
 from guardian.logs import get_logger
 from schemas.codec import EventCodec
 from schemas.errors import CodecError
-from sinks.base import Sink, StoredEvent, write_with_retry
+from schemas.validation import EventRules, InvalidEventError
+from sinks.base import PermanentWriteError, Sink, StoredEvent, write_isolating
 from stream_processors import metrics
 from stream_processors.batch_source import BatchSource
 from stream_processors.dlq import dlq_headers
@@ -61,6 +64,7 @@ class IngestLoop:
         dlq_topic: str,
         hooks: Sequence[BatchHook] = (),
         on_store_down: Callable[[str, bool], None] = lambda name, down: None,
+        rules: EventRules | None = None,
     ) -> None:
         self.source = source
         self.codec = codec
@@ -69,7 +73,10 @@ class IngestLoop:
         self.dlq_topic = dlq_topic
         self.hooks = list(hooks)
         self.on_store_down = on_store_down
+        self.rules = rules
         self.stopping = False
+        # Read but not committed yet, oldest first: (when read, events, the step it waits for).
+        self.open_batches: deque[list] = deque()
 
     async def run(self) -> None:
         stages = [CoalescingStage(sink.name, partial(self._write, sink)) for sink in self.sinks]
@@ -84,9 +91,14 @@ class IngestLoop:
                 decoded = self._decode(batch)
                 if batch:
                     metrics.BATCH_SIZE.observe(len(batch))
+                else:
+                    self.source.commit_due()  # an idle worker still commits what it finished
                 # Every stage sees every batch, empty ones too: the hooks' time-based rules need ticks.
                 steps = [stage.submit(decoded) for stage in stages]
-                previous = _after(previous, self._complete(batch, decoded, steps))
+                tracker = [time.monotonic(), len(batch), "stages"]
+                if batch:
+                    self.open_batches.append(tracker)
+                previous = _after(previous, self._complete(batch, decoded, steps, tracker))
                 in_flight.append((previous, len(batch)))
                 open_events += len(batch)
                 while in_flight and (in_flight[0][0].done() or open_events > MAX_OPEN_EVENTS):
@@ -103,30 +115,65 @@ class IngestLoop:
         for hook in self.hooks:
             await hook(decoded)
 
-    async def _complete(self, batch: Sequence[Message], decoded: list[StoredEvent], steps: list) -> None:
-        await asyncio.gather(*steps)
+    async def _complete(
+        self, batch: Sequence[Message], decoded: list[StoredEvent], steps: list, tracker: list
+    ) -> None:
+        for stage_name, step in zip(self._stage_names(len(steps)), steps, strict=True):
+            tracker[2] = f"stage {stage_name}"
+            await step
+        tracker[2] = "Kafka to acknowledge dead letters and alerts"
         await self._flush_outbox()
         if batch:
             self.source.commit(batch)
+            self.open_batches.popleft()  # batches complete strictly in order: this one is the oldest
             self._observe(decoded, len(batch))
+
+    def _stage_names(self, count: int) -> list[str]:
+        return [sink.name for sink in self.sinks][:count] + ["alerts"] * (count - len(self.sinks))
+
+    def waiting_on(self) -> tuple[float, int, str]:
+        """(seconds the oldest uncommitted batch has been open, its events, the step it waits for)."""
+        if not self.open_batches:
+            return 0.0, 0, ""
+        read_at, events, step = self.open_batches[0]
+        return time.monotonic() - read_at, events, step
 
     def _decode(self, batch: Sequence[Message]) -> list[StoredEvent]:
         decoded: list[StoredEvent] = []
+        now_us = time.time_ns() // 1000
         for message in batch:
             value = message.value() or b""
             try:
-                decoded.append(StoredEvent(self.codec.decode(value), message.partition(), message.offset()))
+                event = self.codec.decode(value)
+                if self.rules is not None:
+                    self.rules.check(event, now_us)
+            except InvalidEventError as error:
+                self._dead_letter(value, message.key(), message.partition(), message.offset(), error,
+                                  rule=error.rule, field=error.field)  # fmt: skip
+                continue
             except CodecError as error:
-                metrics.DLQ.labels(type(error).__name__).inc()
-                headers = dlq_headers(error, message.topic(), message.partition(), message.offset())
-                self.outbox.send(self.dlq_topic, value, key=message.key(), headers=headers)
+                self._dead_letter(value, message.key(), message.partition(), message.offset(), error)
+                continue
+            decoded.append(StoredEvent(event, message.partition(), message.offset(), value, message.key()))
         return decoded
+
+    def _dead_letter(
+        self, value: bytes, key: bytes | None, partition: int, offset: int, error: Exception, **extra: str
+    ) -> None:
+        metrics.DLQ.labels(extra.get("rule") or extra.get("stage") or type(error).__name__).inc()
+        headers = dlq_headers(error, self.source.topic, partition, offset, **extra)
+        self.outbox.send(self.dlq_topic, value, key=key, headers=headers)
+
+    def _poisoned(self, stored: StoredEvent, error: PermanentWriteError) -> None:
+        cause = error.__cause__ or error
+        self._dead_letter(stored.raw, stored.key, stored.partition, stored.offset, cause,
+                          rule="store_refused", stage=str(error).split(":", 1)[0])  # fmt: skip
 
     async def _write(self, sink: Sink, batch: list[StoredEvent]) -> None:
         if not batch:
             return
         began = time.perf_counter()
-        await write_with_retry(sink, batch, on_down=self.on_store_down)
+        await write_isolating(sink, batch, self._poisoned, on_down=self.on_store_down)
         metrics.SINK_SECONDS.labels(sink.name).observe(time.perf_counter() - began)
 
     async def _flush_outbox(self) -> None:

@@ -14,7 +14,9 @@ SINK_SECONDS = Histogram(
     ["sink"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-DLQ = Counter("guardian_worker_dlq", "Records sent to the dead-letter topic", ["reason"])
+DLQ = Counter(
+    "guardian_worker_dlq", "Records sent to the dead-letter topic, by rule, store or codec error", ["reason"]
+)
 STORE_DOWN = Gauge("guardian_worker_store_down", "1 while a store refuses writes and the worker retries", ["sink"])
 EVENT_LAG = Histogram(
     "guardian_worker_emit_to_store_seconds",
@@ -32,3 +34,8 @@ LOOP_LAG = Histogram(
     "How late the event loop ran a 50 ms timer: time the loop spent blocked by synchronous work",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+COMMIT_AGE = Gauge(
+    "guardian_worker_commit_age_seconds",
+    "Seconds since this worker's last offset commit while events wait (0 while nothing waits)",
+)
+SINK_REFUSED = Counter("guardian_worker_store_refused", "Events a store refused for good (dead-lettered)", ["sink"])
