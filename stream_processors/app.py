@@ -143,7 +143,9 @@ class IngestService(mode.Service):
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.webhooks = WebhookDispatcher()
         hook = AlertHook(
-            AlertEngine(rules, TableStore(alert_state)),
+            # Notified transitions are remembered a day beyond the replay window: a replay never re-pages.
+            AlertEngine(rules, TableStore(alert_state),
+                        resolved_kept_us=(settings.events_retention_hours + 24) * 3600 * 1_000_000),
             AlertPublisher(rules, outbox, settings.alerts_topic, self.redis, self.webhooks,
                            settings.schema_registry_url),
             self.redis,

@@ -237,10 +237,14 @@ class KafkaService:
         admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
         existing = admin.list_topics(timeout=10).topics
         retention_ms = str(s.events_retention_hours * 3600 * 1000)
+        # Segments roll hourly, so a quiet partition holds at most retention + 1 h of events (Kafka deletes
+        # a segment only once its newest record expired; with the default 7-day segments, up to twice the
+        # retention), which keeps a replay within the window the alert engine remembers notifications for.
+        topic_config = {"retention.ms": retention_ms, "segment.ms": str(3600 * 1000)}
         wanted = {
-            s.events_topic: NewTopic(s.events_topic, s.events_partitions, 1, config={"retention.ms": retention_ms}),
-            s.alerts_topic: NewTopic(s.alerts_topic, 3, 1, config={"retention.ms": retention_ms}),
-            s.dlq_topic: NewTopic(s.dlq_topic, 3, 1, config={"retention.ms": retention_ms}),
+            s.events_topic: NewTopic(s.events_topic, s.events_partitions, 1, config=topic_config),
+            s.alerts_topic: NewTopic(s.alerts_topic, 3, 1, config=topic_config),
+            s.dlq_topic: NewTopic(s.dlq_topic, 3, 1, config=topic_config),
         }
         actions = []
         to_create = [topic for name, topic in wanted.items() if name not in existing]

@@ -159,6 +159,7 @@ class AlertEngine:
         self._drift = rules.of_kind("drift_sustained")
         self._silent = rules.of_kind("producer_silent")
         self._by_name = {rule.name: rule for rule in rules.rules}
+        self._dirty: dict[str, dict | None] = {}
 
     # -- state, read through a cache (dropped when partitions move: another worker may have written) --
     def forget(self) -> None:
@@ -171,11 +172,20 @@ class AlertEngine:
 
     def _set(self, key: str, value: dict) -> None:
         self._cache[key] = value
-        self.store.set(key, value)
+        self._dirty[key] = value
 
     def _delete(self, key: str) -> None:
         self._cache[key] = None
-        self.store.delete(key)
+        self._dirty[key] = None
+
+    def _write_back(self) -> None:
+        """One store write (one changelog record) per key changed by this observe()/tick(), not per event."""
+        dirty, self._dirty = self._dirty, {}
+        for key, value in dirty.items():
+            if value is None:
+                self.store.delete(key)
+            else:
+                self.store.set(key, value)
 
     # -- events ------------------------------------------------------------------------------------
     def observe(self, batch: Sequence[StoredEvent], now_us: int) -> list[Notification]:
@@ -200,6 +210,7 @@ class AlertEngine:
                 last = self._get(key)
                 if last is None or at - last["at"] >= SEEN_PRECISION_US:
                     self._set(key, {"producer_id": producer, "at": at})
+        self._write_back()
         return out
 
     def _on_breaker(self, rule: BreakerOpenRule, event: dict, payload: dict, partition: int, now_us: int) -> list:
@@ -320,6 +331,7 @@ class AlertEngine:
                 alert = {**alert, "last_notified_us": now_us}
                 self._set(key, alert)
                 out.append(Notification(alert, repeat=True, silenced=self._silenced(alert, now_us)))
+        self._write_back()
         return out
 
     def _burst_over(self, rule: LatencySpikesRule, alert: dict, now_us: int) -> bool:

@@ -128,11 +128,11 @@ def test_an_event_the_topic_refuses_as_too_large_is_set_aside_and_the_rest_flow_
 ):
     """The topic's limit is below the producer's: the broker refuses that one event for good.
     Re-spooled, it would fail again and again and hold back every event behind it."""
-    topic = new_topic("small-limit", config={"max.message.bytes": "20000"})
+    topic = new_topic("small-limit", config={"max.message.bytes": "3000"})
     with GuardianProducer(settings, producer_id="limits", topic=topic, spool_dir=tmp_path) as producer:
         producer.circuit_breaker("S0", "CLOSED", "OPEN", reason="first")
         assert producer.flush(30) == 0  # its own batch: the broker refuses whole batches
-        producer.circuit_breaker("S0", "OPEN", "HALF_OPEN", reason=os.urandom(30_000).hex())  # lz4 can't shrink it
+        producer.circuit_breaker("S0", "OPEN", "HALF_OPEN", reason=os.urandom(2_000).hex())  # lz4 can't shrink it
         assert producer.flush(30) == 0
         producer.circuit_breaker("S0", "HALF_OPEN", "CLOSED", reason="third")
         assert producer.flush(30) == 0
@@ -145,21 +145,16 @@ def test_an_event_the_topic_refuses_as_too_large_is_set_aside_and_the_rest_flow_
 def test_a_spooled_event_over_the_next_process_limit_is_set_aside(settings: Settings, new_topic, tmp_path):
     topic = new_topic("lowered-limit")
     unreachable = {"bootstrap_servers": "127.0.0.1:1", "spool_after_s": 0.1}
-    with GuardianProducer(
-        settings,
-        producer_id="limits",
-        topic=topic,
-        spool_dir=tmp_path,
-        kafka_config={"message.max.bytes": 3_000_000},
-        **unreachable,
-    ) as producer:
+    with GuardianProducer(settings, producer_id="limits", topic=topic, spool_dir=tmp_path, **unreachable) as producer:
         producer.circuit_breaker("S0", "CLOSED", "OPEN", reason="first")
         wait_for(lambda: producer.stats()["spooling"] == 1, 10, "the producer to spool")
-        producer.circuit_breaker("S0", "OPEN", "HALF_OPEN", reason="x" * 2_000_000)
+        producer.circuit_breaker("S0", "OPEN", "HALF_OPEN", reason="x" * 4_000)
         producer.circuit_breaker("S0", "HALF_OPEN", "CLOSED", reason="third")
         producer.close(0.1)
-    # The next process runs with the default limit (1,000,000 bytes) and a broker.
-    with GuardianProducer(settings, producer_id="limits", topic=topic, spool_dir=tmp_path) as successor:
+    # The next process runs with a lower limit (3,000 bytes) and a broker.
+    with GuardianProducer(
+        settings, producer_id="limits", topic=topic, spool_dir=tmp_path, kafka_config={"message.max.bytes": 3_000}
+    ) as successor:
         assert successor.flush(30) == 0
         stats = successor.stats()
     assert stats["rejected"] == 1 and stats["delivered"] == 2, stats

@@ -11,6 +11,7 @@ from confluent_kafka import Producer
 
 from guardian.settings import Settings
 from producers import GuardianProducer
+from producers.producer import EPOCH_SHIFT
 from stream_processors.dlq_tools import read_dlq
 from tests.integration.helpers import WorkerProcess, pg_fetchval, rows_for_producer, wait_for
 
@@ -32,7 +33,7 @@ def emit_mix(producer: GuardianProducer, count: int) -> dict[tuple[str, str], in
         else:
             producer.circuit_breaker(symbol, "CLOSED", "OPEN" if i % 2 else "HALF_OPEN", reason=f"r{i}")
             detector = "CIRCUIT_BREAKER"
-        last[(symbol, detector)] = i + 1  # sequences start at 1 and follow emit order
+        last[(symbol, detector)] = producer.epoch << EPOCH_SHIFT | i + 1  # the run's (i+1)-th event
     return last
 
 

@@ -347,3 +347,16 @@ def test_a_stale_resolve_never_confirmed_is_told_when_the_alert_is_forgotten():
     told = of_rule("drift", engine.tick(T0 + 9 * day, lambda p: True, 12))
     assert statuses(told) == [("drift", "RESOLVED")]  # ... so the world is not left believing it fires
     assert not any(store[key]["rule"] == "drift" for key in store.keys_with_prefix("alert:"))
+
+
+def test_state_is_written_once_per_key_per_batch():
+    writes = []
+
+    class Counting(DictStore):
+        def set(self, key, value):
+            writes.append(key)
+            super().set(key, value)
+
+    engine = AlertEngine(RULES, Counting())
+    engine.observe([spike(5000, at_s=i / 10) for i in range(50)], T0)
+    assert sum(key.startswith("cond:") for key in writes) == 1
