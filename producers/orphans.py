@@ -5,13 +5,13 @@ is free and which still holds files was left by a producer that stopped (crashed
 closed during an outage). The next producer started with the same GUARDIAN_SPOOL_DIR adopts every
 such spool that was written for its topic (`<spool>/TOPIC`): it drains them before its own events
 go to Kafka directly, so a symbol's events still arrive oldest first. `guardian spool drain DIR`
-does the same by hand. A drained spool's directory is removed, unless Kafka refused some of its
-events for good (they stay in `rejected/`).
+does the same by hand. Drained segments are deleted as Kafka acknowledges them; the directory
+keeps its few-byte LOCK, TOPIC and EPOCH files (the epoch keeps that id's sequences rising if it
+runs again) and any events Kafka refused for good (`rejected/`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import threading
 import time
@@ -96,8 +96,7 @@ def drain_spool(
 ) -> DrainResult:
     """Send every event of a spool whose lock the caller holds to `topic`, in order; acknowledged
     records are deleted. Returns when the spool is empty, Kafka failed a record, `timeout_s` passed
-    or `stop` was set: what is left stays on disk for the next try. Removes the directory once
-    nothing of value is left in it."""
+    or `stop` was set: what is left stays on disk for the next try."""
     spool = Spool(directory)
     result = DrainResult()
     failed: list[str] = []
@@ -144,12 +143,6 @@ def drain_spool(
         result.remaining = spool.pending_records()
         result.error = failed[0] if failed else ("" if result.remaining == 0 else "timed out")
         spool.close()
-    if result.remaining == 0 and not _holds_files(directory) and not any((directory / REJECTED_DIR).glob("*")):
-        for leftover in (TOPIC_FILE, LOCK_FILE):
-            (directory / leftover).unlink(missing_ok=True)
-        for empty in (directory / REJECTED_DIR, directory):
-            with contextlib.suppress(OSError):  # absent, or something else lives there: leave it
-                empty.rmdir()
     return result
 
 

@@ -243,3 +243,51 @@ def test_kill_9_with_a_full_spool_then_the_next_process_delivers_it(settings: Se
     assert drift_scores >= {float(i) for i in range(5000)}, "events from the spool are missing"
     assert_per_symbol_order([e for e in events if e["producer_id"] == "crasher"])
     assert list(spool.glob("*.seg")) == []
+
+
+def test_a_spool_left_by_a_stopped_producer_is_adopted_by_the_next_one_and_drained_first(
+    settings: Settings, new_topic, tmp_path
+):
+    topic = new_topic("adopt")
+    shared = settings.model_copy(update={"spool_dir": tmp_path})
+    with GuardianProducer(shared, producer_id="gone", topic=topic, bootstrap_servers="127.0.0.1:1",
+                          spool_after_s=0.1) as gone:  # fmt: skip
+        for i in range(500):
+            gone.circuit_breaker(f"S{i % 5}", "CLOSED", "OPEN", reason=f"old {i}")
+        gone.close(0.1)
+    assert (tmp_path / "gone").is_dir()
+    with GuardianProducer(shared, producer_id="heir", topic=topic) as heir:
+        heir.circuit_breaker("S0", "OPEN", "CLOSED", reason="new")
+        wait_for(lambda: not list((tmp_path / "gone").glob("*.seg")), 60, "the orphan spool drained")
+        assert heir.flush(30) == 0
+    events = consume_events(settings, topic, 501)
+    assert sorted(e["payload"][1]["reason"] for e in events if e["producer_id"] == "gone") == sorted(
+        f"old {i}" for i in range(500)
+    )
+    # The heir's own event waited behind the adopted ones: per symbol, the old events come first.
+    s0 = [e["payload"][1]["reason"] for e in events if e["symbol"] == "S0"]
+    assert s0[-1] == "new" and len(s0) == 101
+
+
+def test_guardian_spool_drain_sends_a_stopped_producers_spool_and_refuses_a_running_ones(
+    settings: Settings, new_topic, tmp_path
+):
+    from click.testing import CliRunner
+
+    from producers.cli import spool
+
+    topic = new_topic("drain")
+    with GuardianProducer(settings, producer_id="left", topic=topic, spool_dir=tmp_path / "left",
+                          bootstrap_servers="127.0.0.1:1", spool_after_s=0.1) as left:  # fmt: skip
+        for i in range(50):
+            left.drift(f"S{i % 3}", metric="m", expected=0.0, observed=1.0, drift_score=1.0)
+        left.close(0.1)
+    with GuardianProducer(settings, producer_id="running", topic=topic, spool_dir=tmp_path / "running") as running:
+        refused = CliRunner().invoke(spool, ["drain", str(tmp_path / "running")])
+        assert refused.exit_code != 0 and "in use by a running producer" in refused.output, refused.output
+        running.close()
+    drained = CliRunner().invoke(spool, ["drain", str(tmp_path / "left")])  # the topic comes from the spool
+    assert drained.exit_code == 0, drained.output
+    assert "delivered 50, set aside 0 (too large), left 0" in drained.output
+    assert len([e for e in consume_events(settings, topic, 50) if e["producer_id"] == "left"]) == 50
+    assert not list((tmp_path / "left").glob("*.seg"))

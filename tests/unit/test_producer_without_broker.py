@@ -93,3 +93,19 @@ def test_emit_after_close_is_refused_not_lost(tmp_path):
     # Not taken: only the first event counts, and close() put it in the spool. (queue_depth is no
     # witness here: librdkafka also counts its own pending error events, "all brokers down".)
     assert stats["emitted"] == 1 and stats["spool_records"] == 1 and stats["spooled"] == 1, stats
+
+
+def test_the_default_identity_is_stable_per_program_and_each_run_has_a_higher_epoch(tmp_path):
+    settings = Settings(spool_dir=tmp_path)
+    offline = {"bootstrap_servers": "127.0.0.1:1"}
+    first = GuardianProducer(settings, **offline)
+    second = GuardianProducer(settings, **offline)  # the same program twice on one host
+    assert first.producer_id.endswith("-pytest") and second.producer_id == f"{first.producer_id}-2"
+    epochs = [first.epoch]
+    first.close(0)
+    second.close(0)
+    again = GuardianProducer(settings, **offline)  # a restart finds the same spool
+    assert again.producer_id == first.producer_id and again.epoch > epochs[0]
+    again.circuit_breaker("S0", "CLOSED", "OPEN")
+    assert again.stats()["emitted"] == 1
+    again.close(0)
