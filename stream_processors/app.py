@@ -122,6 +122,16 @@ class Progress:
 PROGRESS = Progress()
 
 
+async def _alert_state_durable() -> None:
+    """Wait until Kafka acknowledged the alert table's changelog records written so far. Table writes
+    are synchronous dict assignments that Faust queues in its producer buffer; its flush() drains a
+    bounded part of that buffer per call, hence the loop, then waits for the sends in flight."""
+    producer = app.producer
+    while producer.buffer.size:
+        await producer.buffer.flush()
+    await producer.flush()
+
+
 def _store_down(name: str, down: bool) -> None:
     (STORES_DOWN.add if down else STORES_DOWN.discard)(name)
     metrics.STORE_DOWN.labels(name).set(1 if down else 0)
@@ -151,6 +161,7 @@ class IngestService(mode.Service):
             self.redis,
             owned_partitions=lambda: source.assigned,  # `source` is bound below, before any call
             partitions=settings.events_partitions,
+            make_state_durable=_alert_state_durable,
         )  # fmt: skip
         global SOURCE
         source = SOURCE = BatchSource(

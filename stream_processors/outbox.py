@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import time
+from collections import deque
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -62,6 +64,10 @@ class Outbox:
         self._sent = 0
         self._settled = 0
         self._settled_lock = threading.Lock()
+        # Records librdkafka had no room for (its queue holds 100k): kept here and produced by flush(),
+        # in its thread, so send() never waits on the event loop (before, it polled there until room
+        # freed, which with Kafka away froze the whole worker, /healthz included).
+        self._overflow: deque[tuple[str, bytes, bytes | None, list | None]] = deque()
 
     @property
     def pending(self) -> int:
@@ -75,13 +81,26 @@ class Outbox:
 
     def send(self, topic: str, value: bytes, key: bytes | None = None, headers: list | None = None) -> None:
         value, headers = fit(value, key, headers, self._max_record_bytes)
-        while True:
+        self._sent += 1
+        if not self._overflow:  # behind an overflow, in order
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
-                break
-            except BufferError:  # local queue full (100k records): let deliveries free room
+                return
+            except BufferError:
+                pass
+        self._overflow.append((topic, value, key, headers))
+
+    def _flush(self, timeout_s: float) -> int:
+        """In flush()'s thread: produce the overflow (waiting for room), then wait for every ack."""
+        deadline = time.monotonic() + timeout_s
+        while self._overflow and time.monotonic() < deadline:
+            topic, value, key, headers = self._overflow[0]
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                self._overflow.popleft()
+            except BufferError:
                 self._producer.poll(0.05)
-        self._sent += 1
+        return self._producer.flush(max(0.0, deadline - time.monotonic())) + len(self._overflow)
 
     async def flush(self, timeout_s: float = 30.0) -> None:
         """Wait (in a thread) until every record sent is acknowledged; raise if any failed or timed out.
@@ -89,7 +108,7 @@ class Outbox:
         Records Kafka gave up on are sent again, so calling flush() until it returns loses nothing."""
         if not self.pending:
             return
-        remaining = await asyncio.get_running_loop().run_in_executor(None, self._producer.flush, timeout_s)
+        remaining = await asyncio.get_running_loop().run_in_executor(None, self._flush, timeout_s)
         if remaining:
             raise OutboxError(f"{remaining} record(s) not acknowledged by Kafka within {timeout_s} s")
         with self._settled_lock:

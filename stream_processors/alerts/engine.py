@@ -160,6 +160,7 @@ class AlertEngine:
         self._silent = rules.of_kind("producer_silent")
         self._by_name = {rule.name: rule for rule in rules.rules}
         self._dirty: dict[str, dict | None] = {}
+        self.unflushed_writes = 0  # store writes since the owner last made them durable (hook.py)
 
     # -- state, read through a cache (dropped when partitions move: another worker may have written) --
     def forget(self) -> None:
@@ -181,6 +182,7 @@ class AlertEngine:
     def _write_back(self) -> None:
         """One store write (one changelog record) per key changed by this observe()/tick(), not per event."""
         dirty, self._dirty = self._dirty, {}
+        self.unflushed_writes += len(dirty)
         for key, value in dirty.items():
             if value is None:
                 self.store.delete(key)

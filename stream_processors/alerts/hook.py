@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as redis
 
@@ -29,12 +29,14 @@ class AlertHook:
         client: redis.Redis,
         owned_partitions: Callable[[], Sequence[int]],
         partitions: int,
+        make_state_durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
         self.client = client
         self.owned_partitions = owned_partitions
         self.partitions = partitions
+        self.make_state_durable = make_state_durable
         self._silences: list[Silence] = []
         self._silences_at = 0.0
         self._ticked_at = 0.0
@@ -63,3 +65,8 @@ class AlertHook:
             self._ticked_at = now
         if notifications:
             await self.publisher.publish(notifications)
+        if self.engine.unflushed_writes and self.make_state_durable is not None:
+            # The batch's offsets are committed once this returns: its alert state must be in Kafka by
+            # then, or a crash would lose state for events that are never read again.
+            await self.make_state_durable()
+            self.engine.unflushed_writes = 0

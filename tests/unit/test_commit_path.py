@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Sequence
 
 import pytest
 
 from schemas.validation import EventRules, InvalidEventError
 from sinks.base import PermanentWriteError, StoredEvent, write_isolating
-from stream_processors.outbox import ORIGINAL_SHA256_HEADER, TRUNCATED_HEADER, fit
+from stream_processors.outbox import ORIGINAL_SHA256_HEADER, TRUNCATED_HEADER, Outbox, fit
 
 
 class RefusingSink:
@@ -82,3 +83,40 @@ def test_the_worker_rules_refuse_what_emit_never_makes():
         with pytest.raises(InvalidEventError) as refused:
             rules.check({**event, **change}, now_us=10**15)
         assert refused.value.rule == rule
+
+
+class FullQueue:
+    """librdkafka's side of an Outbox whose local queue is full until `room_after` polls."""
+
+    def __init__(self, room_after: int) -> None:
+        self.room_after = room_after
+        self.produced: list[bytes] = []
+        self.callbacks: list = []
+
+    def produce(self, topic, value, key, headers, on_delivery) -> None:
+        if self.room_after > 0:
+            raise BufferError("Local: Queue full")
+        self.produced.append(value)
+        self.callbacks.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        self.room_after -= 1
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        for callback in self.callbacks:
+            callback(None, None)
+        self.callbacks = []
+        return 0
+
+
+def test_outbox_send_never_waits_for_room_and_flush_delivers_everything_in_order():
+    outbox = Outbox("127.0.0.1:1")
+    outbox._producer = FullQueue(room_after=3)  # the local queue is full for three polls
+    began = time.perf_counter()
+    for i in range(5):
+        outbox.send("dlq", f"r{i}".encode())
+    assert time.perf_counter() - began < 0.01  # no polling on the caller's (event loop's) thread
+    assert outbox.pending == 5
+    asyncio.run(outbox.flush(5))
+    assert outbox.pending == 0 and outbox._producer.produced == [b"r0", b"r1", b"r2", b"r3", b"r4"]
