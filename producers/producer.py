@@ -54,7 +54,7 @@ from producers.orphans import (
 )
 from producers.spool import FullPolicy, Spool
 from schemas.codec import EventCodec
-from schemas.validation import MAX_LENGTHS, EventRules, as_micros, check_payload, check_string
+from schemas.validation import MAX_LENGTHS, EventRules, as_micros, check_payload, check_string, payload_checkers
 
 log = get_logger(__name__)
 
@@ -133,6 +133,7 @@ class GuardianProducer:
         (spool_path / TOPIC_FILE).write_text(self.topic)
         self._epoch = _next_epoch(spool_path)
         self._codec = EventCodec(registry_url=settings.schema_registry_url)
+        self._payload_checks = payload_checkers(self._codec.schema)
         self._spool = Spool(
             spool_path,
             segment_bytes=spool_segment_bytes,
@@ -251,7 +252,8 @@ class GuardianProducer:
             symbol = event["symbol"]
             if len(symbol) > MAX_SYMBOL_LENGTH or "\x00" in symbol:  # schemas/validation.py, inline for speed
                 check_string("symbol", symbol)
-            check_payload(event["payload"][1])
+            payload_name, payload = event["payload"]
+            self._payload_checks.get(payload_name, check_payload)(payload)
             if not stamped:  # the caller's own time: within the window a store can hold?
                 self._rules.check_time(as_micros(event["event_time"]))
             key = symbol.encode()

@@ -37,14 +37,21 @@ def varint(n: int, bounds: tuple[int, int] = LONG_RANGE) -> bytes:
         return bytes((z & 0x7F | 0x80, z >> 7))
     if z < 0x200000:
         return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14))
-    if 0x2000000000000 <= z < 0x100000000000000:  # 8 groups (2^49..2^56): every µs timestamp this century
-        return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14 & 0x7F | 0x80, z >> 21 & 0x7F | 0x80,
-                      z >> 28 & 0x7F | 0x80, z >> 35 & 0x7F | 0x80, z >> 42 & 0x7F | 0x80, z >> 49))  # fmt: skip
+    if 0x40000000000 <= z < 0x100000000000000:
+        # 7 groups (2^42..2^49: a sequence, epoch << 32 | n) or 8 (2^49..2^56: every µs timestamp this
+        # century): three 14-bit chunks from a table, then the last one or two groups. ~4x faster than
+        # building the bytes group by group.
+        low = _CHUNK[z & 0x3FFF] + _CHUNK[z >> 14 & 0x3FFF] + _CHUNK[z >> 28 & 0x3FFF]
+        return low + (_SMALL[z >> 42] if z < 0x2000000000000 else _LAST_CHUNK[z >> 42])
     groups = (z.bit_length() + 6) // 7
     return bytes([(z >> s) & 0x7F | 0x80 for s in _SHIFTS[groups]] + [z >> 7 * (groups - 1)])
 
 
 _SMALL = [bytes([z]) for z in range(0x80)]
+# Two varint groups of a 14-bit chunk: with the continuation bit on both (_CHUNK), or only on the
+# first (_LAST_CHUNK, for a value whose top group is the chunk's second); ~1 MB for both.
+_CHUNK = [bytes((c & 0x7F | 0x80, c >> 7 | 0x80)) for c in range(0x4000)]
+_LAST_CHUNK = [bytes((c & 0x7F | 0x80, c >> 7)) for c in range(0x4000)]
 
 
 def _compile_record(fields: list[tuple[str, Callable[[Any], bytes]]], name: str) -> Callable[[bytearray, dict], None]:
