@@ -36,6 +36,7 @@ from bench.machine import describe_machine
 from guardian.settings import Settings
 from guardian.stack.process import free_port, wait_until
 from producers import GuardianProducer
+from producers.producer import EPOCH_SHIFT
 from schemas.codec import EventCodec, load_alert_schema
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
@@ -267,7 +268,7 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
                 # the event's own, not the next drift of that symbol.
                 if measure and i % 25 == 5:
                     with lock:
-                        sequence = WARMUP_EVENTS + lead_in + i + 1
+                        sequence = p.epoch << EPOCH_SHIFT | WARMUP_EVENTS + lead_in + i + 1
                         pending[f"guardian:seq:{symbol}:DRIFT_MONITOR"].append((sequence, time.perf_counter()))
                 delay = began + (i + 1) / rate - time.perf_counter()
                 if delay > PACING_TICK_S:
@@ -293,6 +294,7 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
         "emit_to_alert_p99_ms": _percentile(alert_ms, 0.99),
         "emit_to_alert_samples": len(alert_ms),
         "alerts_missing": len(opened) - len(alert_ms),
+        "alerts_missing_symbols": sorted(s for s in opened if s not in watcher.arrived)[:20],
         "rate_events_per_s": rate,
         "emit_to_redis_p50_ms": _percentile(latencies, 0.50),
         "emit_to_redis_p99_ms": _percentile(latencies, 0.99),

@@ -25,12 +25,14 @@ benchmarks); the envelope strings a producer sets itself are checked once, when 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from schemas.codec import load_event_schema
 from schemas.errors import SchemaMismatchError
 
 MICROS_PER_S = 1_000_000
@@ -80,12 +82,15 @@ class EventRules:
 
     max_age_us: int
     max_future_us: int
+    # Generated checks per payload record (payload_checkers()); records not in it take check_payload().
+    payload_checks: dict[str, Callable[[dict], None]] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
     def from_settings(cls, settings: object) -> EventRules:
         return cls(
             max_age_us=int(settings.max_event_age_hours * 3600 * MICROS_PER_S),  # type: ignore[attr-defined]
             max_future_us=int(settings.max_future_skew_s * MICROS_PER_S),  # type: ignore[attr-defined]
+            payload_checks=payload_checkers(load_event_schema()),
         )
 
     def check_time(self, event_time: int, now_us: int | None = None) -> None:
@@ -111,7 +116,8 @@ class EventRules:
         for field in ENVELOPE_STRINGS:
             check_string(field, event[field])
         self.check_time(event["event_time"], now_us)
-        check_payload(event["payload"][1])
+        name, payload = event["payload"]
+        self.payload_checks.get(name, check_payload)(payload)
 
 
 def payload_checkers(schema: dict) -> dict[str, Callable[[dict], None]]:
