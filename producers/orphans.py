@@ -108,7 +108,7 @@ def drain_spool(
                 result.delivered += 1
                 spool.ack(segment)
             elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # would block the spool for good
-                _set_aside(directory, message.value())
+                set_aside(directory, message.value())
                 result.rejected += 1
                 spool.ack(segment)
             else:
@@ -146,10 +146,14 @@ def drain_spool(
     return result
 
 
-def _set_aside(directory: Path, value: bytes) -> None:
+def set_aside(directory: Path, value: bytes) -> Path:
+    """Keep an event Kafka will never take in <spool>/rejected/ (one file per event, its encoded bytes,
+    readable with EventCodec.decode), so the events behind it flow on; returns its path."""
     rejected = directory / REJECTED_DIR
     rejected.mkdir(exist_ok=True)
-    (rejected / f"{time.time_ns()}.avro").write_bytes(value)
+    path = rejected / f"{time.time_ns()}.avro"
+    path.write_bytes(value)
+    return path
 
 
 def adopt(claimed: list[tuple[Path, IO[str]]], config: dict[str, Any], topic: str, stop: threading.Event) -> None:

@@ -43,15 +43,7 @@ from guardian.cpus import parse_cpu_list, running_on
 from guardian.logs import get_logger
 from guardian.settings import Settings, get_settings
 from producers.metrics import ProducerCollector
-from producers.orphans import (
-    LOCK_FILE,
-    REJECTED_DIR,
-    TOPIC_FILE,
-    SpoolInUseError,
-    adopt,
-    claim_orphans,
-    lock_spool,
-)
+from producers.orphans import TOPIC_FILE, SpoolInUseError, adopt, claim_orphans, lock_spool, set_aside
 from producers.spool import FullPolicy, Spool
 from schemas.codec import EventCodec
 from schemas.validation import MAX_LENGTHS, EventRules, as_micros, check_payload, check_string, payload_checkers
@@ -69,7 +61,6 @@ QUEUE_CAPACITY = 200_000
 # and attributes in format v2) exceed message.max.bytes; emit() checks key + value against the
 # limit minus this margin.
 RECORD_FRAMING_MARGIN = 512
-__all__ = ["LOCK_FILE", "REJECTED_DIR", "EventTooLargeError", "GuardianProducer", "ProducerClosedError"]
 REPORT_CHECK_MASK = 15  # emit() looks at the clock for due delivery reports every 16 events
 CALLER_QUIET_S = 0.1  # after this long (or 2 report intervals) without emit(), the background thread serves them
 # sequence = epoch << EPOCH_SHIFT | count within the run. Each start of a producer takes a new, higher
@@ -553,14 +544,9 @@ class GuardianProducer:
             self._drain_problem = problem
 
     def _set_aside(self, value: bytes, error: KafkaError) -> None:
-        """Keep an event Kafka will never take in <spool>/rejected/ (one file per event, its
-        encoded bytes, readable with EventCodec.decode), so the events behind it flow on.
-        Called under the lock; rare by construction, since emit() refuses events over our limit."""
+        """Called under the lock; rare by construction, since emit() refuses events over our limit."""
         self._counts["rejected"] += 1
-        rejected = self._spool.directory / REJECTED_DIR
-        rejected.mkdir(exist_ok=True)
-        path = rejected / f"{time.time_ns()}.avro"
-        path.write_bytes(value)
+        path = set_aside(self._spool.directory, value)
         log.error("kafka refused an event for good; kept on disk", error=error.str(), bytes=len(value), path=str(path))
 
     def _drain_step(self) -> None:

@@ -39,6 +39,10 @@ class StoredEvent:
 class PermanentWriteError(Exception):
     """A store refused a batch for its content; the same write can never succeed."""
 
+    def __init__(self, sink: str, cause: Exception) -> None:
+        super().__init__(f"{sink}: {type(cause).__name__}: {cause}")
+        self.sink = sink
+
 
 class Sink(Protocol):
     name: str
@@ -72,7 +76,7 @@ async def write_with_retry(
             if sink.is_permanent(exc):
                 if failures:
                     on_down(sink.name, False)  # the store answers: it is the data
-                raise PermanentWriteError(f"{sink.name}: {type(exc).__name__}: {exc}") from exc
+                raise PermanentWriteError(sink.name, exc) from exc
             failures += 1
             if failures == 1 or failures % 20 == 0:
                 log.warning("sink write failed; retrying", sink=sink.name, failures=failures, error=repr(exc))

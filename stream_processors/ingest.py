@@ -165,9 +165,9 @@ class IngestLoop:
         self.outbox.send(self.dlq_topic, value, key=key, headers=headers)
 
     def _poisoned(self, stored: StoredEvent, error: PermanentWriteError) -> None:
-        cause = error.__cause__ or error
-        self._dead_letter(stored.raw, stored.key, stored.partition, stored.offset, cause,
-                          rule="store_refused", stage=str(error).split(":", 1)[0])  # fmt: skip
+        metrics.SINK_REFUSED.labels(error.sink).inc()
+        self._dead_letter(stored.raw, stored.key, stored.partition, stored.offset, error.__cause__ or error,
+                          rule="store_refused", stage=error.sink)  # fmt: skip
 
     async def _write(self, sink: Sink, batch: list[StoredEvent]) -> None:
         if not batch:

@@ -80,3 +80,26 @@ def test_the_recent_window_keeps_the_newest_per_symbol(settings: Settings):
     asyncio.run(scenario())
     kept = [json.loads(m)["sequence"] for m in client.zrange(f"guardian:recent:{symbol}", 0, -1)]
     assert kept == list(range(21, 31))
+
+
+def test_a_restarted_producer_is_taken_at_once_and_its_previous_run_is_still_refused(settings: Settings):
+    """Sequences are epoch << 32 | n (producers/producer.py): a new run starts above the last one."""
+    symbol = f"HV{uuid.uuid4().hex[:8].upper()}"
+    client = redis.Redis.from_url(settings.redis_url)
+    now_us = client.time()[0] * 1_000_000
+    first_run = [drift(symbol, 7 << 32 | n, now_us - 1000 + n) for n in range(1, 1001)]
+    restarted = [drift(symbol, 8 << 32 | n, now_us + n) for n in range(1, 3)]
+
+    async def scenario() -> None:
+        view = RedisHotView(settings.redis_url, recent_max=100)
+        try:
+            await view.write(first_run)
+            await view.write(restarted)  # its second event: far below the first run's 1,000th as a count
+            await view.write(first_run[-5:])  # the old run's tail redelivered, after the restart
+        finally:
+            await view.close()
+
+    asyncio.run(scenario())
+    latest = json.loads(client.get(f"guardian:latest:{symbol}:DRIFT_MONITOR"))
+    assert latest["sequence"] == 8 << 32 | 2
+    assert int(client.hget(f"guardian:seq:{symbol}:DRIFT_MONITOR", "p1")) == 8 << 32 | 2  # exact: below 2^53

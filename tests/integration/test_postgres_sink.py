@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 
@@ -11,7 +12,7 @@ import asyncpg
 import pytest
 
 from guardian.settings import Settings
-from sinks.base import StoredEvent
+from sinks.base import StoredEvent, write_isolating
 from sinks.postgres import UNNEST_MAX_ROWS, PostgresSink, micros_to_datetime
 
 
@@ -62,3 +63,30 @@ def test_a_batch_is_stored_once_with_typed_columns(settings: Settings, size: int
         assert row["payload_type"] == "LatencySpike"
         assert json.loads(row["payload"]) == event["payload"][1]
         assert (row["kafka_partition"], row["kafka_offset"]) == (3, event["sequence"])
+
+
+@pytest.mark.parametrize("size", [200, UNNEST_MAX_ROWS + 500], ids=["unnest", "copy"])
+def test_rows_postgresql_refuses_are_split_out_and_the_rest_is_stored(settings: Settings, size: int):
+    """What the worker's rules would catch first, written past them: PostgreSQL's own refusals
+    (a NUL in text, an incompressible symbol over the btree row limit) are permanent."""
+    producer = f"pgpoison-{uuid.uuid4().hex[:8]}"
+    now_us = time.time_ns() // 1000
+    batch = [spike(producer, sequence, now_us + sequence) for sequence in range(size)]
+    poison = {17: {"symbol": "NUL\x00"}, 101: {"symbol": secrets.token_urlsafe(9_000)}, size - 1: {"host": "h\x00"}}
+    for index, change in poison.items():
+        batch[index] = StoredEvent({**batch[index].event, **change}, partition=3, offset=index)
+    refused: list[tuple[int, str]] = []
+
+    async def run() -> int:
+        sink = PostgresSink(settings.postgres_dsn)
+        try:
+            await write_isolating(sink, batch, lambda row, error: refused.append((row.offset, error.sink)))
+            return await (await sink._get_pool()).fetchval(
+                "SELECT count(*) FROM guardian_events WHERE producer_id = $1", producer
+            )
+        finally:
+            await sink.close()
+
+    stored = asyncio.run(run())
+    assert sorted(refused) == [(index, "postgres") for index in sorted(poison)]
+    assert stored == size - len(poison)

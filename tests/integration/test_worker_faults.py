@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 
+import httpx
 import redis
 
 from guardian.settings import Settings
@@ -29,9 +30,18 @@ def _emit_steadily(settings: Settings, topic: str, producer_id: str, total: int,
         assert producer.flush(60) == 0
 
 
+def _health(worker: WorkerProcess, status: int) -> dict | None:
+    """The worker's /healthz body if it answers with `status`."""
+    try:
+        response = httpx.get(f"http://127.0.0.1:{worker.port}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == status else None
+
+
 def test_postgres_then_redis_down_20s_each_mid_stream(settings: Settings, new_topic, tmp_path):
     topic = new_topic("faults")
-    worker = WorkerProcess(topic, tmp_path).start()
+    worker = WorkerProcess(topic, tmp_path, extra_env={"GUARDIAN_WORKER_STALL_S": "5"}).start()
     producer_id = f"faults-{uuid.uuid4().hex[:8]}"
     total = 30_000
     emitter = threading.Thread(
@@ -41,9 +51,14 @@ def test_postgres_then_redis_down_20s_each_mid_stream(settings: Settings, new_to
         emitter.start()
         wait_for(lambda: rows_for_producer(settings, producer_id) > 1000, 60, "the first rows")
         _stack("stop", "postgres")
-        time.sleep(20)  # the outage itself is the point here, not a synchronisation
+        outage_began = time.monotonic()
+        # No commit for GUARDIAN_WORKER_STALL_S while events wait: /healthz says so, and on what.
+        stalled = wait_for(lambda: _health(worker, 503), 19, "/healthz to report the stall")
+        assert stalled["status"] == "stalled" and "waits for stage postgres" in stalled["reason"], stalled
+        time.sleep(max(0.0, 20 - (time.monotonic() - outage_began)))  # the outage itself is the point here
         _stack("start", "postgres")
         wait_for(lambda: rows_for_producer(settings, producer_id) > 12_000, 120, "rows after PostgreSQL returned")
+        assert wait_for(lambda: _health(worker, 200), 30, "/healthz ok again")["reason"] == ""
         _stack("stop", "redis")
         time.sleep(20)
         _stack("start", "redis")
@@ -55,7 +70,8 @@ def test_postgres_then_redis_down_20s_each_mid_stream(settings: Settings, new_to
 
         def hot_view_caught_up() -> bool:
             latest = [json.loads(client.get(f"guardian:latest:F{s}:DRIFT_MONITOR") or "{}") for s in range(8)]
-            return all(e.get("producer_id") == producer_id and e["sequence"] > total - 8 for e in latest)
+            # The run's count is the sequence's low 32 bits (the high ones are its epoch).
+            return all(e.get("producer_id") == producer_id and e["sequence"] & 0xFFFFFFFF > total - 8 for e in latest)
 
         wait_for(hot_view_caught_up, 60, "the hot view to hold the last event of every symbol")
         duplicates = pg_fetchval(
