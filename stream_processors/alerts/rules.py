@@ -68,8 +68,8 @@ class ProducerSilentRule(_Rule):
 
     kind: Literal["producer_silent"]
     silent_for_s: float = Field(gt=0)
-    # Producer ids change when a host restarts (<host>-<pid>): one gone this long is forgotten
-    # (its alert resolves) instead of alerting forever.
+    # A producer retired for good (a host decommissioned, a program renamed) stops being silent after
+    # this long: it is forgotten (its alert resolves) instead of alerting forever.
     forget_after_s: float = Field(3600.0, gt=0)
 
 
