@@ -118,6 +118,14 @@ def drain_spool(
 
     deadline = time.monotonic() + timeout_s
     try:
+        # Nothing is read into memory while Kafka is away or the topic is missing: an adopted spool
+        # may hold a gigabyte, and the caller retries.
+        try:
+            metadata = producer.list_topics(topic, timeout=min(5.0, timeout_s)).topics[topic]
+            if metadata.error is not None:
+                failed.append(f"topic {topic!r}: {metadata.error.str()}")
+        except KafkaException as exc:
+            failed.append(f"Kafka unreachable: {exc.args[0].str()}")
         while not failed and time.monotonic() < deadline and not (stop and stop.is_set()):
             batch = spool.read_batch(5_000)
             if not batch:

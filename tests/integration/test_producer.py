@@ -286,6 +286,8 @@ def test_guardian_spool_drain_sends_a_stopped_producers_spool_and_refuses_a_runn
         refused = CliRunner().invoke(spool, ["drain", str(tmp_path / "running")])
         assert refused.exit_code != 0 and "in use by a running producer" in refused.output, refused.output
         running.close()
+    missing = CliRunner().invoke(spool, ["drain", str(tmp_path / "left"), "--topic", f"{topic}.absent"])
+    assert missing.exit_code != 0 and "50 event(s) not delivered" in missing.output, missing.output
     drained = CliRunner().invoke(spool, ["drain", str(tmp_path / "left")])  # the topic comes from the spool
     assert drained.exit_code == 0, drained.output
     assert "delivered 50, set aside 0 (too large), left 0" in drained.output
