@@ -162,6 +162,7 @@ class IngestService(mode.Service):
             owned_partitions=lambda: source.assigned,  # `source` is bound below, before any call
             partitions=settings.events_partitions,
             make_state_durable=_alert_state_durable,
+            log_id=lambda: source.topic_id(),
         )  # fmt: skip
         global SOURCE
         source = SOURCE = BatchSource(

@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from guardian.logs import get_logger
 
@@ -47,6 +48,7 @@ class BatchSource:
         max_poll_interval_ms: int = 600_000,
     ) -> None:
         self.topic = topic
+        self._bootstrap = bootstrap
         self._on_change = on_assignment_change
         self._consumer = Consumer(
             {
@@ -173,6 +175,15 @@ class BatchSource:
             log.warning("offset commit failed", error=str(error))
         elif any(p.error is None for p in partitions):
             self.committed_at = time.monotonic()
+
+    def topic_id(self) -> str:
+        """The topic's Kafka id ("" while it does not exist or Kafka does not answer). Blocking: call it
+        in a thread. It tells a topic from one deleted and created again under the same name."""
+        admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        try:
+            return str(admin.describe_topics(TopicCollection([self.topic]))[self.topic].result(timeout=10).topic_id)
+        except KafkaException:
+            return ""
 
     async def lag(self) -> dict[int, int]:
         """Records behind the high watermark, per assigned partition (watermarks cached from fetches)."""

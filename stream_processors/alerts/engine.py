@@ -23,22 +23,25 @@ the state the live run left (which is ahead of the replayed events), so:
 - Conditions count each event once: the spike condition keeps the (event time, observed time,
   event id) of its newest `min_spikes` spikes; a spike already among them, or older than all of
   them, changes nothing.
+- A replay is told apart by its Kafka offsets: the engine keeps, per partition of the events
+  topic, the highest offset it has applied (`applied:{log id}:{partition}`, written with every
+  batch that notified something and otherwise at most once a second; the log id is the topic's
+  Kafka id, so a topic deleted and created again starts afresh). An event at or below that
+  offset was seen before: a replay, or a redelivery after a crash. Event times play no part, so a
+  late but new event (a spool drained after an outage, another host's clock) is news like any
+  other.
 - Every alert record remembers what the world (alerts topic, Redis, receivers) was last told of
-  it: `notified_status`, the ids of the newest NOTIFIED_EVENTS_KEPT events whose transitions were
-  notified (`notified_event_ids`) and the newest event time among all such events
-  (`notified_through_us`). An event is *news* for an alert unless its id is among
-  `notified_event_ids` or it is older (event time) than `notified_through_us`; the clock (`tick`)
-  is always news.
+  it: `notified_status` and the ids of the newest NOTIFIED_EVENTS_KEPT events whose transitions
+  were notified (`notified_event_ids`). An event is *news* unless it was seen before or its id is
+  in that list; the clock (`tick`) is always news.
 - The exact rule: an event or a tick first changes the state as its condition says (a replay
   recomputes the state). A Notification is returned only if the cause is news AND the alert's
-  status now differs from `notified_status`. So a replayed transition is silent (its event was
-  notified, or is older than one that was), the time-based resolve of an alert a replay
-  re-fired is silent (the world already believes RESOLVED), and an old event that resolves an
-  alert firing now is silent. The same rule makes news reconcile the world: a new event meeting
-  the condition of an alert FIRING silently (e.g. fired by a late duplicate) notifies FIRING; a
-  new event meeting the resolve condition of an alert RESOLVED silently notifies RESOLVED.
-  (An event id merely absent from the list is not news: live, that event may have found the
-  alert already firing, which notified nothing.) A brand-new event still fires a resolved alert.
+  status now differs from `notified_status`. So a replayed transition is silent, the time-based
+  resolve of an alert a replay re-fired is silent (the world already believes RESOLVED), and an
+  old event that resolves an alert firing now is silent. The same rule makes news reconcile the
+  world: a new event meeting the condition of an alert FIRING silently notifies FIRING; a new
+  event meeting the resolve condition of an alert RESOLVED silently notifies RESOLVED. A
+  brand-new event still fires a resolved alert.
 - `replayed` is True when the alert's status was reached silently. Repeats are sent only while
   both the alert and `notified_status` are FIRING.
 - Resolved alerts are forgotten `resolved_kept_us` (default 8 days: the retention and a margin)
@@ -75,7 +78,8 @@ SEEN_PRECISION_US = MICROS  # producer "last seen" is written at most once a sec
 # Resolved alerts are forgotten this long after their last change: longer than the events topic's
 # retention (settings.events_retention_hours, 7 days), so a replay of the whole topic finds them.
 RESOLVED_KEPT_US = 8 * 24 * 3600 * MICROS
-NOTIFIED_EVENTS_KEPT = 32  # per alert; older notified events are still known by `notified_through_us`
+NOTIFIED_EVENTS_KEPT = 32  # per alert: redeliveries of the newest notified events are recognised by id
+APPLIED_EVERY_US = MICROS  # a partition's applied offset, when nothing was notified: at most this often
 
 DEFAULT_SUMMARIES = {
     "breaker_open": "circuit breaker OPEN on {symbol}: {reason}",
@@ -161,6 +165,10 @@ class AlertEngine:
         self._by_name = {rule.name: rule for rule in rules.rules}
         self._dirty: dict[str, dict | None] = {}
         self.unflushed_writes = 0  # store writes since the owner last made them durable (hook.py)
+        # The events topic's identity (its Kafka topic id), set by the owner; "" = unknown, and then
+        # no event counts as seen before (a replay may page again, nothing is ever kept quiet wrongly).
+        self.log_id = ""
+        self._seen_before = False  # whether the event being observed was applied before (a replay)
 
     # -- state, read through a cache (dropped when partitions move: another worker may have written) --
     def forget(self) -> None:
@@ -189,13 +197,22 @@ class AlertEngine:
             else:
                 self.store.set(key, value)
 
+    def _applied(self, partition: int) -> int:
+        """The highest offset of `partition` applied before (-1: none)."""
+        last = self._get(f"applied:{self.log_id}:{partition}")
+        return -1 if last is None else last["offset"]
+
     # -- events ------------------------------------------------------------------------------------
     def observe(self, batch: Sequence[StoredEvent], now_us: int) -> list[Notification]:
         out: list[Notification] = []
         seen: dict[tuple[str, int], int] = {}
+        applied = {p: self._applied(p) for p in {stored.partition for stored in batch}} if self.log_id else {}
+        newest: dict[int, int] = {}
         for stored in batch:
             event = stored.event
             seen[(event["producer_id"], stored.partition)] = now_us
+            self._seen_before = stored.offset <= applied.get(stored.partition, -1)
+            newest[stored.partition] = max(newest.get(stored.partition, -1), stored.offset)
             kind, payload = event["payload"]
             if kind.endswith("CircuitBreakerTransition"):
                 for rule in self._breaker:
@@ -206,6 +223,16 @@ class AlertEngine:
             elif kind.endswith("Drift"):
                 for rule in self._drift:
                     out += self._on_drift(rule, event, payload, stored.partition, now_us)
+        self._seen_before = False
+        if self.log_id:
+            for partition, offset in newest.items():
+                key = f"applied:{self.log_id}:{partition}"
+                last = self._get(key)
+                # Written with every batch that notified anything, so every notified event is known as
+                # seen (a replay re-reads the same log); else at most once a second: the events after
+                # the last write notified nothing, and a replay brings the state to where it was then.
+                if last is None or (offset > last["offset"] and (out or now_us - last["at"] >= APPLIED_EVERY_US)):
+                    self._set(key, {"offset": offset, "at": now_us})
         if self._silent:
             for (producer, partition), at in seen.items():
                 key = f"seen:{producer}:{partition}"
@@ -316,8 +343,8 @@ class AlertEngine:
                 continue
             if alert["status"] == "RESOLVED":
                 if now_us - alert.get("changed_us", alert["last_notified_us"]) > self.resolved_kept_us:
-                    # Resolved by a stale event and no news since: the resolve stands; a world still
-                    # believing it fires is told before the record (what it was told) is forgotten.
+                    # Resolved silently (by a replayed event) and no news since: the resolve stands; a
+                    # world still believing it fires is told before the record is forgotten.
                     out += self._tell(key, alert, None, now_us)
                     self._delete(key)
                 continue
@@ -398,23 +425,20 @@ class AlertEngine:
         self._set(key, told)
         return [Notification(told, silenced=self._silenced(told, now_us))]
 
-    @staticmethod
-    def _told_now(alert: dict, event: dict | None, now_us: int) -> dict | None:
+    def _told_now(self, alert: dict, event: dict | None, now_us: int) -> dict | None:
         """The alert as notified now, or None if the rule says nothing is to be notified."""
         if alert.get("notified_status", alert["status"]) == alert["status"]:
             return None  # the world knows (the usual case, first: this runs for every event of an alert)
         told = _told(alert)
-        if not _is_news(told, event):
-            return None
-        ids, through = told["notified_event_ids"], told["notified_through_us"]
+        if event is not None and (self._seen_before or event["event_id"] in told["notified_event_ids"]):
+            return None  # not news: a replay, or a redelivery of a notified event
+        ids = told["notified_event_ids"]
         if event is not None:
             ids = [*ids, event["event_id"]][-NOTIFIED_EVENTS_KEPT:]
-            through = event["event_time"] if through is None else max(through, event["event_time"])
         return {
             **alert,
             "notified_status": alert["status"],
             "notified_event_ids": ids,
-            "notified_through_us": through,
             "replayed": False,
             "last_notified_us": now_us,
         }
@@ -426,23 +450,10 @@ class AlertEngine:
 def _told(alert: dict | None) -> dict:
     """What the world was told of an alert (a record written before these fields: its last change)."""
     if alert is None:
-        return {"notified_status": None, "notified_event_ids": [], "notified_through_us": None}
+        return {"notified_status": None, "notified_event_ids": []}
     if "notified_status" in alert:
-        return {key: alert[key] for key in ("notified_status", "notified_event_ids", "notified_through_us")}
-    if alert["event_id"] is None:
-        return {"notified_status": alert["status"], "notified_event_ids": [], "notified_through_us": None}
-    at = alert["ends_at"] if alert["status"] == "RESOLVED" else alert["starts_at"]
-    return {"notified_status": alert["status"], "notified_event_ids": [alert["event_id"]], "notified_through_us": at}
-
-
-def _is_news(told: dict, event: dict | None) -> bool:
-    if event is None:
-        return True  # the clock: producer silence, a burst over, a rule removed
-    if event["event_id"] in told["notified_event_ids"]:
-        return False  # its transition was notified: a redelivery or a replay
-    through = told["notified_through_us"]
-    # Older than an event the world was told about: a replay, or a late event the world has news newer than.
-    return through is None or event["event_time"] >= through
+        return {key: alert[key] for key in ("notified_status", "notified_event_ids")}
+    return {"notified_status": alert["status"], "notified_event_ids": [alert["event_id"]] if alert["event_id"] else []}
 
 
 def _spikes(state: dict | None) -> list[list]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +31,7 @@ class AlertHook:
         owned_partitions: Callable[[], Sequence[int]],
         partitions: int,
         make_state_durable: Callable[[], Awaitable[None]] | None = None,
+        log_id: Callable[[], str] = lambda: "",
     ) -> None:
         self.engine = engine
         self.publisher = publisher
@@ -37,10 +39,12 @@ class AlertHook:
         self.owned_partitions = owned_partitions
         self.partitions = partitions
         self.make_state_durable = make_state_durable
+        self.log_id = log_id  # blocking: the events topic's Kafka id, which tells replays (engine.py)
         self._silences: list[Silence] = []
         self._silences_at = 0.0
         self._ticked_at = 0.0
         self._moved = threading.Event()  # set from the consumer's thread when partitions move
+        self._moved.set()  # the first call learns the topic's id
         engine.silences = lambda: self._silences
 
     def partitions_moved(self, kind: str, partitions: list[int]) -> None:
@@ -50,6 +54,8 @@ class AlertHook:
         if self._moved.is_set():
             self._moved.clear()
             self.engine.forget()  # another worker may have changed the state of what we now own
+            # Asked at every move: the topic may not exist yet, or have been deleted and created again.
+            self.engine.log_id = await asyncio.to_thread(self.log_id) or self.engine.log_id
         now = time.monotonic()
         if now - self._silences_at >= SILENCES_EVERY_S:
             try:

@@ -24,6 +24,7 @@ RULES = parse_rules(
     }
 )
 _ids = itertools.count()
+_offsets = itertools.count()  # each new event is a new record of the log; a replay reuses the same one
 
 
 def event(
@@ -36,7 +37,7 @@ def event(
         "event_time": T0 + int(at_s * MICROS),
         "payload": (f"io.guardian.events.{kind}", payload),
     }
-    return StoredEvent(body, partition=partition, offset=0)
+    return StoredEvent(body, partition=partition, offset=next(_offsets))
 
 
 def of_rule(rule: str, notifications: list) -> list:
@@ -67,6 +68,7 @@ def alert_of(store: DictStore, rule: str) -> dict:
 
 def test_breaker_open_fires_once_and_closed_resolves():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     fired = engine.observe([breaker("OPEN")], T0)
     assert [(n.alert["rule"], n.alert["status"], n.alert["labels"]) for n in fired] == [
         ("breaker", "FIRING", {"symbol": "AAPL"})
@@ -83,12 +85,14 @@ def test_breaker_open_fires_once_and_closed_resolves():
 
 def test_the_same_condition_on_another_symbol_is_another_alert():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     fired = engine.observe([breaker("OPEN", symbol="AAPL"), breaker("OPEN", symbol="MSFT")], T0)
     assert len({n.alert["fingerprint"] for n in fired}) == 2
 
 
 def test_k_spikes_within_the_window_fire_and_fewer_do_not():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     # Each batch observed when its newest spike happened (liveness uses the time a spike was observed).
     batch = [spike(5000, at_s=0), spike(5000, at_s=11), spike(900, at_s=12)]
     assert engine.observe(batch, T0 + 12 * MICROS) == []
@@ -102,6 +106,7 @@ def test_k_spikes_within_the_window_fire_and_fewer_do_not():
 
 def test_drift_fires_only_after_staying_above_for_d_seconds_and_resolves_when_it_drops():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     assert engine.observe([drift(4.0, at_s=0), drift(5.0, at_s=20)], T0) == []
     assert engine.observe([drift(1.0, at_s=25), drift(4.0, at_s=26), drift(4.0, at_s=50)], T0) == []  # reset at 25
     fired = engine.observe([drift(4.5, at_s=56)], T0)
@@ -114,6 +119,7 @@ def test_drift_fires_only_after_staying_above_for_d_seconds_and_resolves_when_it
 def test_a_silent_producer_fires_on_its_owner_only_and_resolves_when_it_speaks():
     store = DictStore()
     engine = AlertEngine(RULES, store)
+    engine.log_id = "events"
     engine.observe([drift(0.0, producer="host-7")], T0)
     owner = partition_of("host-7", 12)
     assert engine.tick(T0 + 10 * MICROS, lambda p: True, 12) == []
@@ -136,6 +142,7 @@ def test_a_producer_gone_for_good_is_forgotten_and_its_alert_resolves():
 
 def test_a_firing_alert_repeats_every_repeat_interval():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     engine.observe([breaker("OPEN")], T0)
     assert of_rule("breaker", engine.tick(T0 + 59 * MICROS, lambda p: True, 12)) == []
     repeated = of_rule("breaker", engine.tick(T0 + 61 * MICROS, lambda p: True, 12))
@@ -163,6 +170,7 @@ def test_state_survives_a_new_engine_on_the_same_store():
 # -- redelivery and replays ---------------------------------------------------------------------------
 def test_a_redelivered_spike_is_counted_once():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     first, second = spike(5000, at_s=0), spike(5000, at_s=1)
     assert engine.observe([first, second], T0) == []
     assert engine.observe([first, second], T0) == []  # the batch again (at-least-once): still 2 spikes
@@ -173,6 +181,7 @@ def test_a_redelivered_spike_is_counted_once():
 
 def test_a_redelivered_spike_older_than_the_newest_k_changes_nothing():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     burst = [spike(5000, at_s=s) for s in range(5)]
     assert statuses(engine.observe(burst, T0)) == [("spikes", "FIRING")]
     assert statuses(of_rule("spikes", engine.tick(T0 + 30 * MICROS, lambda p: True, 12))) == [("spikes", "RESOLVED")]
@@ -182,6 +191,7 @@ def test_a_redelivered_spike_older_than_the_newest_k_changes_nothing():
 def test_a_replay_recomputes_the_state_but_does_not_notify_again():
     store = DictStore()
     engine = AlertEngine(RULES, store)
+    engine.log_id = "events"
     opened, closed = breaker("OPEN", at_s=0), breaker("CLOSED", at_s=5)
     assert statuses(engine.observe([opened], T0)) == [("breaker", "FIRING")]
     assert statuses(engine.observe([closed], T0 + 5 * MICROS)) == [("breaker", "RESOLVED")]
@@ -199,6 +209,7 @@ def test_a_replay_recomputes_the_state_but_does_not_notify_again():
 def test_a_replayed_spike_burst_is_silent_on_both_fire_and_time_based_resolve():
     store = DictStore()
     engine = AlertEngine(RULES, store)
+    engine.log_id = "events"
     burst = [spike(5000, at_s=s) for s in range(3)]
     assert statuses(engine.observe(burst, T0)) == [("spikes", "FIRING")]
     assert statuses(of_rule("spikes", engine.tick(T0 + 30 * MICROS, lambda p: True, 12))) == [("spikes", "RESOLVED")]
@@ -213,6 +224,7 @@ def test_a_replayed_spike_burst_is_silent_on_both_fire_and_time_based_resolve():
 def test_a_replay_of_an_alert_firing_now_keeps_repeating_and_its_next_resolve_is_notified():
     store = DictStore()
     engine = AlertEngine(RULES, store)
+    engine.log_id = "events"
     history = [breaker("OPEN", at_s=0), breaker("CLOSED", at_s=5), breaker("OPEN", at_s=10)]
     assert [n.alert["status"] for n in engine.observe(history, T0 + 10 * MICROS)] == ["FIRING", "RESOLVED", "FIRING"]
     assert engine.observe(history, T0 + 20 * MICROS) == []  # replayed: FIRING, RESOLVED, FIRING, all silent
@@ -223,6 +235,7 @@ def test_a_replay_of_an_alert_firing_now_keeps_repeating_and_its_next_resolve_is
 
 def test_a_duplicate_fire_after_the_resolve_does_not_hide_the_next_real_one():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     opened = breaker("OPEN", at_s=0)
     engine.observe([opened, breaker("CLOSED", at_s=5)], T0)
     assert engine.observe([opened], T0 + 6 * MICROS) == []  # a late duplicate: silent (but now FIRING)
@@ -234,6 +247,7 @@ def test_a_duplicate_fire_after_the_resolve_does_not_hide_the_next_real_one():
 def test_resolved_alerts_are_kept_for_the_replay_window():
     store = DictStore()
     engine = AlertEngine(RULES, store)
+    engine.log_id = "events"
     opened, closed = breaker("OPEN", at_s=0), breaker("CLOSED", at_s=5)
     engine.observe([opened, closed], T0)
     day = 24 * 3600 * MICROS
@@ -257,6 +271,7 @@ def test_how_long_resolved_alerts_are_kept_is_a_parameter():
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, None])
 def test_a_non_finite_drift_score_neither_fires_resolves_nor_resets(bad):
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     assert engine.observe([drift(bad, at_s=0), drift(4.0, at_s=5), drift(bad, at_s=20)], T0) == []
     assert engine.observe([drift(4.0, at_s=34)], T0) == []  # above since 5 (not 0), ...
     assert statuses(engine.observe([drift(4.0, at_s=35)], T0)) == [("drift", "FIRING")]  # ... not reset at 20
@@ -278,12 +293,14 @@ def test_a_non_finite_drift_score_neither_fires_resolves_nor_resets(bad):
 )
 def test_a_spike_without_a_finite_latency_or_threshold_is_not_counted(payload):
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     assert engine.observe([event("LatencySpike", payload, at_s=s) for s in range(3)], T0) == []
 
 
 # -- event times in the future -------------------------------------------------------------------------
 def test_a_burst_stamped_in_the_future_resolves_once_it_is_over_by_the_clock():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     day = 24 * 3600
     assert statuses(engine.observe([spike(5000, at_s=day + s) for s in range(3)], T0)) == [("spikes", "FIRING")]
     assert of_rule("spikes", engine.tick(T0 + 5 * MICROS, lambda p: True, 12)) == []
@@ -293,6 +310,7 @@ def test_a_burst_stamped_in_the_future_resolves_once_it_is_over_by_the_clock():
 
 def test_a_drift_event_stamped_in_the_future_does_not_hold_back_a_sustained_drift():
     engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
     assert engine.observe([drift(4.0, at_s=10_000), drift(4.0, at_s=0)], T0) == []
     assert statuses(engine.observe([drift(4.0, at_s=31)], T0 + 31 * MICROS)) == [("drift", "FIRING")]
 
@@ -319,6 +337,7 @@ def test_a_producer_seen_by_another_worker_is_not_silent():
 def test_a_replay_while_an_alert_fires_does_not_resolve_it_on_an_old_event():
     store = DictStore()
     engine = AlertEngine(RULES, store)
+    engine.log_id = "events"
     history = [drift(2.0, at_s=0), drift(4.0, at_s=10), drift(4.0, at_s=40)]
     assert statuses(engine.observe(history, T0 + 40 * MICROS)) == [("drift", "FIRING")]
     # Replayed: the old 2.0 (which resolved nothing live) finds the alert firing; the receivers are not told.
@@ -329,24 +348,36 @@ def test_a_replay_while_an_alert_fires_does_not_resolve_it_on_an_old_event():
     assert statuses(engine.observe([drift(1.0, at_s=102)], T0 + 102 * MICROS)) == [("drift", "RESOLVED")]
 
 
-def test_a_stale_event_changes_the_state_silently_and_the_next_new_one_tells_the_world():
-    store = DictStore()
-    engine = AlertEngine(RULES, store)
-    assert statuses(engine.observe([drift(4.0, at_s=0), drift(4.0, at_s=40)], T0)) == [("drift", "FIRING")]
-    assert engine.observe([drift(1.0, at_s=35)], T0) == []  # older than what the receivers were told
-    assert alert_of(store, "drift")["status"] == "RESOLVED"
-    assert statuses(engine.observe([drift(1.0, at_s=45)], T0)) == [("drift", "RESOLVED")]
+def test_a_late_but_new_event_is_news():
+    """Event times do not decide what is news: a breaker OPEN spooled during an outage and drained
+    after newer events of its symbol (or stamped by a host whose clock is behind) still pages."""
+    engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "topic-1"
+    assert statuses(engine.observe([breaker("OPEN", at_s=10), breaker("CLOSED", at_s=20)], T0)) == [
+        ("breaker", "FIRING"), ("breaker", "RESOLVED")]  # fmt: skip
+    assert statuses(engine.observe([breaker("OPEN", at_s=15)], T0)) == [("breaker", "FIRING")]
 
 
-def test_a_stale_resolve_never_confirmed_is_told_when_the_alert_is_forgotten():
+def test_a_replay_is_told_by_offsets_of_the_same_log_only():
     store = DictStore()
     engine = AlertEngine(RULES, store)
-    engine.observe([drift(4.0, at_s=0), drift(4.0, at_s=40)], T0)
-    day = 24 * 3600 * MICROS
-    engine.observe([drift(1.0, at_s=35)], T0)  # no news (older than the fire) until the record is forgotten ...
-    told = of_rule("drift", engine.tick(T0 + 9 * day, lambda p: True, 12))
-    assert statuses(told) == [("drift", "RESOLVED")]  # ... so the world is not left believing it fires
-    assert not any(store[key]["rule"] == "drift" for key in store.keys_with_prefix("alert:"))
+    engine.log_id = "topic-1"
+    history = [breaker("OPEN", at_s=0), breaker("CLOSED", at_s=5)]
+    assert len(engine.observe(history, T0)) == 2
+    assert engine.observe(history, T0 + MICROS) == []  # the same offsets again: a replay
+    # The topic deleted and created again: its offsets start over, and they are new records.
+    recreated = [StoredEvent({**s.event, "event_id": f"new-{s.event['event_id']}"}, s.partition, s.offset)
+                 for s in history]  # fmt: skip
+    engine.log_id = "topic-2"
+    assert statuses(engine.observe(recreated, T0 + 2 * MICROS)) == [("breaker", "FIRING"), ("breaker", "RESOLVED")]
+
+
+def test_with_no_log_id_nothing_counts_as_seen_before_but_notified_ids_still_do():
+    engine = AlertEngine(RULES, DictStore())  # the topic's id unknown: never quiet by mistake
+    opened = breaker("OPEN", at_s=0)
+    assert len(engine.observe([opened, breaker("CLOSED", at_s=5)], T0)) == 2
+    assert engine.observe([opened], T0) == []  # the notified OPEN redelivered: known by its id ...
+    assert statuses(engine.observe([breaker("OPEN", at_s=1)], T0)) == [("breaker", "FIRING")]  # ... not others
 
 
 def test_state_is_written_once_per_key_per_batch():
@@ -360,3 +391,15 @@ def test_state_is_written_once_per_key_per_batch():
     engine = AlertEngine(RULES, Counting())
     engine.observe([spike(5000, at_s=i / 10) for i in range(50)], T0)
     assert sum(key.startswith("cond:") for key in writes) == 1
+
+
+def test_every_notified_event_is_known_as_seen_even_within_the_second():
+    """The applied offset is written with every batch that notified, so a replay of the newest
+    events (after more than 32 transitions of one alert, which the id list alone would miss) is silent."""
+    store = DictStore()
+    engine = AlertEngine(RULES, store)
+    engine.log_id = "events"
+    flips = [breaker("OPEN" if i % 2 == 0 else "CLOSED", at_s=i / 100) for i in range(100)]
+    for i, stored in enumerate(flips):  # one batch each, all within one second of the clock
+        assert len(engine.observe([stored], T0 + i)) == 1
+    assert engine.observe(flips, T0 + 200) == []
