@@ -39,6 +39,7 @@ from stream_processors.alerts.table_store import TableStore
 from stream_processors.batch_source import BatchSource
 from stream_processors.ingest import IngestLoop
 from stream_processors.outbox import Outbox
+from stream_processors.progress import Progress
 
 log = get_logger(__name__)
 settings = get_settings()
@@ -83,40 +84,6 @@ RECOVERY_WAIT_S = 60.0
 LOOP_LAG_PROBE_S = 0.05
 LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (README, Benchmarks)
 PROGRESS_CHECK_S = 1.0
-
-
-class Progress:
-    """Whether the worker moves: the age of its last offset commit while events wait, and what it waits on."""
-
-    def __init__(self) -> None:
-        self.idle_at = time.monotonic()  # last time nothing waited
-        self.lag = 0  # records behind the high watermark, all owned partitions (refreshed every 5 s)
-        self.failed = ""  # the ingest loop ended with this error: nothing moves until a restart
-        self.stalled = ""  # why /healthz is not ok, "" while it is
-
-    def check(self, ingest: IngestLoop | None, source: BatchSource | None, stall_after_s: float) -> float:
-        """Update `stalled`; returns the commit age in seconds (0 while nothing waits)."""
-        now = time.monotonic()
-        if ingest is None or source is None:
-            return 0.0
-        open_s, open_events, step = ingest.waiting_on()
-        if not (open_events or self.lag or source.uncommitted):
-            self.idle_at = now
-        age = now - max(self.idle_at, source.committed_at)
-        if self.failed:
-            reason = f"the ingest loop stopped: {self.failed}"
-        elif age >= stall_after_s:
-            waiting = (f"the oldest open batch ({open_events} events, read {open_s:.0f} s ago) waits for {step}"
-                       if open_events else f"{self.lag} events wait in Kafka and none is read")  # fmt: skip
-            reason = f"no offset committed for {age:.0f} s; {waiting}"
-        else:
-            reason = ""
-        if reason and not self.stalled:
-            log.error("worker makes no progress", reason=reason)
-        elif self.stalled and not reason:
-            log.info("worker makes progress again")
-        self.stalled = reason
-        return age if (open_events or self.lag or source.uncommitted) else 0.0
 
 
 PROGRESS = Progress()
