@@ -285,7 +285,9 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
     done.set()
     poller.join(timeout=60)
     deadline = time.monotonic() + 30
-    while len(watcher.arrived) < len(opened) and time.monotonic() < deadline:
+    # Each measured OPEN's own alert: a count would include the lead-in's alerts (seen by the same
+    # watcher) and end the wait before the last ones arrived, counting them as missing.
+    while any(symbol not in watcher.arrived for symbol in opened) and time.monotonic() < deadline:
         time.sleep(0.05)
     watcher.close()
     alert_ms = [(watcher.arrived[s] - t) * 1000 for s, t in opened.items() if s in watcher.arrived]
