@@ -142,6 +142,7 @@ class IngestService(mode.Service):
             outbox,
             settings.dlq_topic,
             hooks=[hook],
+            before_commit=[hook.before_commit],
             on_store_down=_store_down,
             rules=EventRules.from_settings(settings),
         )

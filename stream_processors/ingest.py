@@ -10,7 +10,8 @@ are done for every batch up to it:
 3. PostgreSQL and the Redis hot view, each retried with backoff while the error is transient;
    rows a store refuses for good are split out and dead-lettered (sinks/base.py);
 4. the hooks (the alert engine) see the batch;
-5. the outbox is flushed (dead letters and alerts acknowledged by Kafka);
+5. the outbox is flushed (dead letters and alerts acknowledged by Kafka), and the hooks' own
+   state made durable (`before_commit`: the alert table's changelog);
 6. the batch's offsets are committed.
 
 Steps 3 and 4 are pipelined (stream_processors/stages.py): each sink and the hooks work
@@ -65,6 +66,7 @@ class IngestLoop:
         hooks: Sequence[BatchHook] = (),
         on_store_down: Callable[[str, bool], None] = lambda name, down: None,
         rules: EventRules | None = None,
+        before_commit: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.source = source
         self.codec = codec
@@ -74,6 +76,7 @@ class IngestLoop:
         self.hooks = list(hooks)
         self.on_store_down = on_store_down
         self.rules = rules
+        self.before_commit = list(before_commit)
         self.stopping = False
         # Read but not committed yet, oldest first: (when read, events, the step it waits for).
         self.open_batches: deque[list] = deque()
@@ -123,6 +126,9 @@ class IngestLoop:
             await step
         tracker[2] = "Kafka to acknowledge dead letters and alerts"
         await self._flush_outbox()
+        tracker[2] = "Kafka to acknowledge the alert state"
+        for step in self.before_commit:
+            await step()
         if batch:
             self.source.commit(batch)
             self.open_batches.popleft()  # batches complete strictly in order: this one is the oldest

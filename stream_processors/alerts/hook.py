@@ -71,8 +71,12 @@ class AlertHook:
             self._ticked_at = now
         if notifications:
             await self.publisher.publish(notifications)
-        if self.engine.unflushed_writes and self.make_state_durable is not None:
-            # The batch's offsets are committed once this returns: its alert state must be in Kafka by
-            # then, or a crash would lose state for events that are never read again.
+
+    async def before_commit(self) -> None:
+        """Called by the ingest loop before it commits a batch's offsets: the alert state the batch
+        changed must be in Kafka by then, or a crash would lose state for events never read again.
+        Not awaited in the hook itself: there it held up the next batch's alerts (p50 +10 ms)."""
+        written = self.engine.unflushed_writes
+        if written and self.make_state_durable is not None:
             await self.make_state_durable()
-            self.engine.unflushed_writes = 0
+            self.engine.unflushed_writes -= written  # writes made meanwhile wait for the next call
