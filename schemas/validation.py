@@ -19,8 +19,9 @@ topic with the rule's name in the `guardian.dlq.rule` header.
 - `finite`: NaN or +/-infinity in a float: JSON (the history's payload column, the hot view) has no
   such numbers, and a NaN compares false with every alert threshold.
 
-The checks cost one pass over the payload's values (~0.3-0.6 µs per event, see the README's
-benchmarks); the envelope strings a producer sets itself are checked once, when it starts.
+In `emit()` the checks cost ~0.3 µs an event: the payload's are generated per record
+(`payload_checkers`, 0.15 µs), and the envelope strings a producer sets itself are checked once,
+when it starts. The worker's full `EventRules.check` takes ~0.9 µs.
 """
 
 from __future__ import annotations
