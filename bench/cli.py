@@ -41,7 +41,7 @@ def _ensure_stack(warm: bool) -> dict:
         else:
             click.echo(
                 f"note: the local Kafka broker started {broker:.0f} s ago and is not warmed up (--no-warmup):"
-                " tail latencies are worse in its first minutes (README, Benchmarks)"
+                " tail latencies are worse in its first minutes (docs/benchmarks.md)"
             )
     return {"stack_uptime_s": uptimes, "broker_warmup": warmup}
 

@@ -3,7 +3,7 @@
 A JVM runs new code in its interpreter and compiles the hot paths as it goes: in a new broker's
 first minutes its JIT compiler threads took 50-60% of one of this host's two cores and the broker's
 own threads ran slower, which the benchmarks measured as tail latency of the pipeline around it
-(README, Benchmarks). A production broker has been up for days. So when the local broker is new,
+(docs/benchmarks.md). A production broker has been up for days. So when the local broker is new,
 the benchmarks first drive its produce and fetch paths (the producer's settings, a consumer group
 with commits, on a scratch topic) until its compiler threads go quiet, and record that they did.
 """

@@ -139,7 +139,7 @@ class GuardianProducer:
             "acks": "all",
             "compression.type": "lz4",
             # 10 ms: emit -> Redis p50 13 ms instead of 18 ms with 20; emit()'s own p99/p99.9 were the
-            # same with 10 and 20 once delivery reports were served on a clock (README, Benchmarks).
+            # same with 10 and 20 once delivery reports were served on a clock (docs/benchmarks.md).
             "linger.ms": settings.producer_linger_ms,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": QUEUE_CAPACITY,

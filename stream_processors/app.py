@@ -82,7 +82,7 @@ STORES_DOWN: set[str] = set()
 SOURCE: BatchSource | None = None  # the running worker's consumer, for /healthz
 RECOVERY_WAIT_S = 60.0
 LOOP_LAG_PROBE_S = 0.05
-LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (README, Benchmarks)
+LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (docs/benchmarks.md)
 PROGRESS_CHECK_S = 1.0
 
 
