@@ -27,7 +27,8 @@ called by the owner every N ms, or inline every N records; it is about power los
 A maintained spool (`maintained=True`, the producer's) leaves the slow file work to the
 owner's background thread, which calls `maintain()`: it keeps the next segment allocated
 and mapped (a 64 MB mapping took 7-60 ms to fault in, and fell on the first spooled
-`emit()` when Kafka went away) and closes the segments appends rolled away from; its
+`emit()` when Kafka went away), closes the segments appends rolled away from, and unmaps
+the pages appends have filled before they are written back (see `_release_written`); its
 `fsync()` holds neither the lock that appends take nor the GIL while the disk writes.
 
 Thread-safety: every public method takes the spool's lock.
@@ -82,10 +83,10 @@ class _Segment:
     read_offset: int = 0
 
 
-# Linux >= 5.14; not in Python 3.11's mmap module. READ, as MAP_POPULATE does for a shared mapping:
-# WRITE would dirty every page, and the next fsync wrote the whole 64 MB beside the caller
-# (emit() p99 9 -> 22-25 µs).
+# Linux >= 5.14; not in Python 3.11's mmap module.
 _MADV_POPULATE_READ = 22
+_MADV_DONTNEED = 4
+PAGE = mmap.PAGESIZE
 
 
 def _load_libc_madvise() -> Any:
@@ -100,15 +101,16 @@ def _load_libc_madvise() -> Any:
 _madvise = _load_libc_madvise()
 
 
-def _fault_in(mapped: mmap.mmap) -> bool:
-    """Fault every page of a shared mapping in without holding the GIL (ctypes releases
-    it; CPython 3.11 holds it through mmap(MAP_POPULATE), 7-60 ms for 64 MB, which stalled the
-    trading thread even when a background thread did it). False when the kernel cannot."""
+def _advise(mapped: mmap.mmap, advice: int, start: int = 0, length: int | None = None) -> bool:
+    """madvise() a page-aligned range of a mapping without holding the GIL (ctypes releases it;
+    CPython 3.11 holds it through mmap(MAP_POPULATE), 7-60 ms for 64 MB, which stalled the trading
+    thread even when a background thread did it). False when the kernel cannot."""
     if _madvise is None:
         return False
+    length = len(mapped) - start if length is None else length
     window = (ctypes.c_char * len(mapped)).from_buffer(mapped)
     try:
-        return _madvise(ctypes.addressof(window), len(mapped), _MADV_POPULATE_READ) == 0
+        return _madvise(ctypes.addressof(window) + start, length, advice) == 0
     finally:
         del window  # the buffer export would keep the mapping from closing
 
@@ -122,7 +124,9 @@ class _Writer:
         try:
             os.posix_fallocate(self.fd, 0, size)
             self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED)
-            if not _fault_in(self.map):  # an older kernel: let mmap do it, GIL held
+            # READ, as MAP_POPULATE does for a shared mapping: WRITE would dirty every page, and the
+            # next fsync wrote the whole 64 MB beside the caller (emit() p99 9 -> 22-25 µs).
+            if not _advise(self.map, _MADV_POPULATE_READ):  # an older kernel: let mmap do it, GIL held
                 self.map.close()
                 self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
         except OSError:  # a full disk, say: leave no half-made file behind to block the next try
@@ -175,6 +179,7 @@ class Spool:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _unsynced: int = field(default=0, init=False)
     _total_bytes: int = field(default=0, init=False)
+    _released: tuple[_Writer | None, int] = field(default=(None, 0), init=False)  # see _release_written()
     stats: SpoolStats = field(default_factory=SpoolStats, init=False)
 
     def __post_init__(self) -> None:
@@ -334,16 +339,38 @@ class Spool:
         self._writer, self._unsynced = None, 0
 
     def maintain(self) -> None:
-        """The file work appends must not wait for: close retired segments, prepare the next one."""
+        """The file work appends must not wait for: close retired segments, prepare the next one,
+        unmap the pages appends have filled."""
         with self._lock:
             retired, self._retired = self._retired, []
             prepare = self._standby is None
-        for writer, used in retired:
-            writer.close(used)
+            writer, position = self._writer, self._segments[-1].size if self._segments else 0
+        for done, used in retired:
+            done.close(used)
         if prepare:
             standby = _Writer(self.directory / STANDBY_NAME, self.segment_bytes)
             with self._lock:
                 self._standby = standby
+        if writer is not None:
+            self._release_written(writer, position)
+
+    def _release_written(self, writer: _Writer, position: int) -> None:
+        """Unmap the pages of the active segment that appends have filled (MADV_DONTNEED: the data
+        stays in the page cache, dirty, and a read maps it back).
+
+        Writing a dirty page back (fsync, or the kernel's flusher) write-protects it in every
+        mapping, and in a process whose threads run on two CPUs each such page costs the other
+        CPU a TLB-shootdown interrupt, in the middle of an emit(): ~3,600 interrupts on the
+        trading thread's CPU per 100k spooled events, which put emit()'s broker-down p99 at
+        25-40 µs (tmpfs, never written back: 15-17). Unmapped first, a written-back page costs
+        nothing; one interrupt per call here instead. Only this thread closes writers, so the
+        mapping stays open through the call; appends only write at `position` or after it."""
+        done_writer, done_up_to = self._released
+        start = done_up_to if writer is done_writer else 0
+        end = position - position % PAGE  # the page being filled stays mapped
+        if end > start:
+            _advise(writer.map, _MADV_DONTNEED, start, end - start)
+            self._released = (writer, end)
 
     def fsync(self) -> None:
         with self._lock:
@@ -351,6 +378,7 @@ class Spool:
                 self._fsync_locked()
                 return
             writer = self._writer if self._unsynced else None
+            position = self._segments[-1].size if self._segments else 0
             self._unsynced = 0
             front_fd = self._front_fd if self._front_unsynced else -1
             self._front_unsynced = False
@@ -361,6 +389,7 @@ class Spool:
         # emit() up to 27 ms, and os.fdatasync releases it. Only maintain() and close() close
         # writers, both on this thread, so the fd is open.
         if writer is not None:
+            self._release_written(writer, position)  # written back unmapped: no interrupts
             os.fdatasync(writer.fd)
 
     def _fsync_locked(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from producers.spool import STANDBY_NAME, FullPolicy, Spool
@@ -135,6 +137,29 @@ def test_maintained_spool_writes_into_the_segment_prepared_ahead(tmp_path):
     spool.close()
     assert not standby.exists()
     assert drain_all(Spool(tmp_path, segment_bytes=4096)) == [f"value-{i}".encode() for i in range(1000)]
+
+
+def _resident_kb(path) -> int:
+    """Rss of this process's mapping of `path`, from /proc/self/smaps."""
+    lines = open("/proc/self/smaps").read().splitlines()
+    for i, line in enumerate(lines):
+        if line.endswith(str(path)):
+            return next(int(x.split()[1]) for x in lines[i + 1 :] if x.startswith("Rss:"))
+    raise AssertionError(f"{path} is not mapped")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_maintain_unmaps_the_pages_appends_filled_and_they_still_read_back(tmp_path):
+    spool = Spool(tmp_path, segment_bytes=4 * 1024 * 1024, maintained=True)
+    fill(spool, 20_000)  # ~400 KB written
+    (segment,) = tmp_path.glob("*.seg")
+    before = _resident_kb(segment)  # the whole segment is faulted in when it is made
+    spool.maintain()
+    assert before - _resident_kb(segment) >= 300  # the pages written, but for the one being filled
+    fill(spool, 20_000, start=20_000)  # appends go on after it, and pages before it read back
+    spool.maintain()
+    assert drain_all(spool) == [f"value-{i}".encode() for i in range(40_000)]
+    spool.close()
 
 
 def test_a_prepared_segment_is_removed_at_start_unless_it_holds_records(tmp_path):
