@@ -38,6 +38,15 @@ def test_compose_file_is_valid(resolved):
     assert {"kafka", "redis", "timescaledb", "init", "worker", "api"} <= set(resolved["services"])
 
 
+def test_every_image_from_a_registry_is_pinned_to_a_version(resolved):
+    for name, service in resolved["services"].items():
+        image = service["image"]
+        if image.startswith("guardian-ingestion:"):
+            continue  # built from this checkout
+        tag = image.rpartition(":")[2]
+        assert ":" in image and "latest" not in tag and any(c.isdigit() for c in tag), f"{name}: {image}"
+
+
 def test_worker_can_scale(resolved):
     worker = resolved["services"]["worker"]
     # A fixed name or a published host port would make `--scale worker=3` fail.

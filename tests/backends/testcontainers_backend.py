@@ -12,7 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from guardian.settings import Settings
+from guardian.settings import REPO_ROOT, Settings
+
+
+def _compose_image(service: str) -> str:
+    """The image deploy/docker-compose.yml pins for a service: one pin for both."""
+    import yaml
+
+    return yaml.safe_load((REPO_ROOT / "deploy" / "docker-compose.yml").read_text())["services"][service]["image"]
 
 
 @contextlib.contextmanager
@@ -35,9 +42,9 @@ def start_containers() -> Iterator[Settings]:
 
     with (
         KafkaContainer("confluentinc/cp-kafka:7.8.0").with_kraft() as kafka,
-        RedisContainer("redis:7.4") as redis,
+        RedisContainer(_compose_image("redis")) as redis,
         PostgresContainer(
-            "timescale/timescaledb:latest-pg16", username="guardian", password="guardian", dbname="guardian"
+            _compose_image("timescaledb"), username="guardian", password="guardian", dbname="guardian"
         ) as postgres,
     ):
         overrides = {
