@@ -58,7 +58,22 @@ class Settings(BaseSettings):
         "postgresql://guardian@127.0.0.1:15432/guardian",
         description="PostgreSQL/TimescaleDB DSN. Default: the local stack's port, which trusts loopback.",
     )
-    retention_days: int = Field(7, ge=1, description="Days of events kept in the database.")
+    retention_days: int = Field(
+        7,
+        ge=1,
+        description="Days of events kept in the database (whole chunks are dropped: a row stays up to one chunk"
+        " longer). Changed later, `guardian stack init` or the next worker start applies it.",
+    )
+    chunk_hours: int = Field(
+        1,
+        ge=1,
+        le=24 * 7,
+        description="Width of the database's time chunks in hours: TimescaleDB's chunk interval (new chunks),"
+        " native mode's partitions.",
+    )
+    compress_after_hours: int = Field(
+        24, ge=1, description="TimescaleDB mode: compress chunks older than this many hours."
+    )
     hot_view_recent_max: int = Field(
         10_000, ge=1, description="Most events kept per symbol in the Redis 24 h window (newest kept)."
     )

@@ -53,7 +53,6 @@ class Sink(Protocol):
     def is_permanent(self, error: Exception) -> bool: ...
 
 
-
 async def write_with_retry(
     sink: Sink,
     batch: Sequence[StoredEvent],

@@ -155,11 +155,6 @@ class PostgresSink:
             await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
             await conn.execute(INSERT_STAGED)
 
-    async def ensure_partitions(self, retention_days: int) -> list[str]:
-        pool = await self._get_pool()
-        rows = await pool.fetch("SELECT * FROM guardian_ensure_partitions(3, $1)", retention_days)
-        return [f"{r['action']} {r['partition_name']}" for r in rows]
-
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()

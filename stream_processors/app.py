@@ -19,6 +19,7 @@ import asyncio
 import gc
 import time
 
+import asyncpg
 import faust
 import mode
 import redis.asyncio as redis
@@ -28,9 +29,11 @@ from guardian.logs import get_logger
 from guardian.settings import get_settings
 from schemas.codec import EventCodec
 from schemas.validation import EventRules
+from sinks import storage
 from sinks.postgres import PostgresSink
 from sinks.redis_hot_view import RedisHotView
-from stream_processors import metrics
+from sinks.storage import StoragePolicy
+from stream_processors import metrics, storage_watch
 from stream_processors.alerts.engine import AlertEngine
 from stream_processors.alerts.hook import AlertHook
 from stream_processors.alerts.outputs import AlertPublisher, WebhookDispatcher
@@ -80,6 +83,7 @@ hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max)
 SINKS = (hot_view, postgres)
 STORES_DOWN: set[str] = set()
 SOURCE: BatchSource | None = None  # the running worker's consumer, for /healthz
+PUBLISHER: AlertPublisher | None = None  # the running worker's alert outputs, for storage job alerts
 RECOVERY_WAIT_S = 60.0
 LOOP_LAG_PROBE_S = 0.05
 LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (docs/benchmarks.md)
@@ -119,12 +123,15 @@ class IngestService(mode.Service):
         outbox = Outbox(settings.kafka_bootstrap)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.webhooks = WebhookDispatcher()
+        global PUBLISHER
+        publisher = PUBLISHER = AlertPublisher(
+            rules, outbox, settings.alerts_topic, self.redis, self.webhooks, settings.schema_registry_url
+        )
         hook = AlertHook(
             # Notified transitions are remembered a day beyond the replay window: a replay never re-pages.
             AlertEngine(rules, TableStore(alert_state),
                         resolved_kept_us=(settings.events_retention_hours + 24) * 3600 * 1_000_000),
-            AlertPublisher(rules, outbox, settings.alerts_topic, self.redis, self.webhooks,
-                           settings.schema_registry_url),
+            publisher,
             self.redis,
             owned_partitions=lambda: source.assigned,  # `source` is bound below, before any call
             partitions=settings.events_partitions,
@@ -201,29 +208,43 @@ class IngestService(mode.Service):
             await self.redis.aclose()
 
 
-async def _maintain_partitions() -> None:
+async def _storage_upkeep() -> None:
+    """Reconcile the store with the settings, run native maintenance, watch the storage jobs."""
     try:
-        for action in await postgres.ensure_partitions(settings.retention_days):
-            log.info("partition maintenance", action=action)
-    except Exception as exc:  # PostgreSQL down: the default partition still takes rows; retried hourly
-        log.warning("partition maintenance failed", error=repr(exc))
+        for line in await storage.upkeep(settings.postgres_dsn, StoragePolicy.from_settings(settings)):
+            log.info("storage upkeep", action=line)
+    except storage.StorageJobError as exc:  # recorded as the job's failure; the health check below alerts
+        log.error("storage maintenance failed", error=str(exc))
+    except Exception as exc:  # PostgreSQL down: the sinks retry their writes; upkeep is retried hourly
+        log.warning("storage upkeep failed", error=repr(exc))
+    try:
+        conn = await asyncpg.connect(settings.postgres_dsn, timeout=10)
+        try:
+            health = await storage.job_health(conn)
+        finally:
+            await conn.close()
+        storage_watch.export(health)
+        if PUBLISHER is not None:
+            await PUBLISHER.publish(await storage_watch.notifications(health, PUBLISHER.client))
+    except Exception as exc:
+        log.warning("storage job health unknown", error=repr(exc))
 
 
 @app.task
 async def prepare_database() -> None:
-    """Migrations (idempotent, advisory-locked) and partitions ahead, once at start."""
+    """Migrations (idempotent, advisory-locked) and storage upkeep, once at start."""
     from sinks.migrations import apply_migrations
 
     try:
         await apply_migrations(settings.postgres_dsn)
     except Exception as exc:  # the sink retries its writes; the worker must not die for this
         log.warning("could not apply migrations at start", error=repr(exc))
-    await _maintain_partitions()
+    await _storage_upkeep()
 
 
 @app.timer(interval=3600.0)
-async def maintain_partitions() -> None:
-    await _maintain_partitions()
+async def storage_upkeep() -> None:
+    await _storage_upkeep()
 
 
 @app.page("/metrics")

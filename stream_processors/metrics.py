@@ -14,9 +14,7 @@ SINK_SECONDS = Histogram(
     ["sink"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-DLQ = Counter(
-    "guardian_worker_dlq", "Records sent to the dead-letter topic, by rule, store or codec error", ["reason"]
-)
+DLQ = Counter("guardian_worker_dlq", "Records sent to the dead-letter topic, by rule, store or codec error", ["reason"])
 STORE_DOWN = Gauge("guardian_worker_store_down", "1 while a store refuses writes and the worker retries", ["sink"])
 EVENT_LAG = Histogram(
     "guardian_worker_emit_to_store_seconds",
@@ -39,3 +37,11 @@ COMMIT_AGE = Gauge(
     "Seconds since this worker's last offset commit while events wait (0 while nothing waits)",
 )
 SINK_REFUSED = Counter("guardian_worker_store_refused", "Events a store refused for good (dead-lettered)", ["sink"])
+STORAGE_JOB_FAILING = Gauge(
+    "guardian_storage_job_failing",
+    "1 while a storage job's last run failed (retention, partitions, compression)",
+    ["job"],
+)
+STORAGE_JOB_LAST_SUCCESS = Gauge(
+    "guardian_storage_job_last_success_timestamp_seconds", "When a storage job last succeeded (0: never)", ["job"]
+)

@@ -40,8 +40,12 @@ def up() -> None:
 
 @stack.command()
 def init() -> None:
-    """Apply database migrations and create the topics on the configured services; start nothing."""
-    _stack().init()
+    """Apply database migrations, reconcile the storage policy and create the topics on the configured
+    services; start nothing."""
+    try:
+        _stack().init()
+    except StackError as error:
+        _fail(error)
 
 
 @stack.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from guardian.settings import Settings
 
@@ -45,30 +46,40 @@ def probe_redis(settings: Settings, timeout: float = 3.0) -> Probe:
     return Probe("redis", settings.redis_url, True, f"redis {info.get('redis_version')}")
 
 
-async def _postgres_mode(dsn: str, timeout: float) -> tuple[str, str]:
+async def _postgres_facts(dsn: str, timeout: float) -> tuple[str, str | None, str, list]:
     import asyncpg
+
+    from sinks.storage import job_health, mode_by_rule, recorded_mode
 
     conn = await asyncpg.connect(dsn, timeout=timeout)
     try:
         version = await conn.fetchval("SHOW server_version")
-        mode = (
-            await conn.fetchval("SELECT value FROM guardian_meta WHERE key = 'storage_mode'")
-            if await conn.fetchval("SELECT to_regclass('guardian_meta') IS NOT NULL")
-            else None
-        )
+        mode = await recorded_mode(conn)
+        jobs = await job_health(conn) if mode else []
+        return version, mode, await mode_by_rule(conn), jobs
     finally:
         await conn.close()
-    return version, mode or "schema not applied"
 
 
 def probe_postgres(settings: Settings, timeout: float = 5.0) -> Probe:
+    """Healthy: reachable, schema applied, no storage job failing. The detail names the mode and
+    each storage job's last success (and failure)."""
+    from sinks.storage import NATIVE, TIMESCALEDB
+
     address = settings.postgres_dsn.rsplit("@", 1)[-1]  # never print a password
     try:
-        version, mode = asyncio.run(_postgres_mode(settings.postgres_dsn, timeout))
+        version, mode, rule_says, jobs = asyncio.run(_postgres_facts(settings.postgres_dsn, timeout))
     except Exception as exc:
         return Probe("postgres", address, False, f"unreachable ({exc})")
-    healthy = mode in ("timescaledb", "native-partitioning")
-    return Probe("postgres", address, healthy, f"postgres {version}, storage mode: {mode}")
+    detail = f"postgres {version}, storage mode: {mode or 'schema not applied'}"
+    if mode == NATIVE and rule_says == TIMESCALEDB:
+        detail += " (TimescaleDB is usable now: docs/storage.md says how to move)"
+    now = datetime.now(UTC)
+    detail += "".join(f"; {job.describe(now)}" for job in jobs)
+    if mode and not jobs:
+        detail += "; storage jobs: none ran yet"
+    healthy = mode in (TIMESCALEDB, NATIVE) and not any(job.failing for job in jobs)
+    return Probe("postgres", address, healthy, detail)
 
 
 def probe_all(settings: Settings) -> list[Probe]:

@@ -234,7 +234,7 @@ class KafkaService:
 
         s = self.settings
         # The configured bootstrap, not the local port: `guardian stack init` runs this against any cluster.
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
         existing = admin.list_topics(timeout=10).topics
         retention_ms = str(s.events_retention_hours * 3600 * 1000)
         # Segments roll hourly, so a quiet partition holds at most retention + 1 h of events (Kafka deletes

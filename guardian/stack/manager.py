@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import asyncpg
+
 from guardian.settings import Settings
+from guardian.stack.errors import StackError
 from guardian.stack.kafka_service import KafkaService
 from guardian.stack.layout import StackLayout
 from guardian.stack.postgres_service import PostgresService
@@ -52,17 +55,38 @@ class Stack:
                     report(f"{'':<9} {'':<16} {action}")
 
     def init(self, report: Callable[[str], None] = print) -> None:
-        """Schema and topics on already-running services (Docker, a managed cluster): starts nothing."""
+        """Schema, storage policy and topics on already-running services (Docker, a managed cluster):
+        starts nothing. Each part is done as far as its service allows; what failed is raised at the end."""
+        from confluent_kafka import KafkaException
+
         self._migrate(report)
-        for action in self.kafka.ensure_topics():
+        try:
+            actions = self.kafka.ensure_topics()
+        except KafkaException as exc:
+            raise StackError(
+                f"the database is ready, but Kafka at {self.settings.kafka_bootstrap} did not answer"
+                f" ({exc.args[0].str() if exc.args else exc}); start it (or fix GUARDIAN_KAFKA_BOOTSTRAP)"
+                " and run `guardian stack init` again"
+            ) from exc
+        for action in actions:
             report(action)
 
     def _migrate(self, report: Callable[[str], None]) -> None:
+        """Migrations, then the storage policy reconciled with the settings and maintenance run."""
         from sinks.migrations import apply_migrations
+        from sinks.storage import StorageJobError, StoragePolicy, upkeep
 
-        applied = asyncio.run(apply_migrations(self.settings.postgres_dsn))
+        dsn = self.settings.postgres_dsn
+        try:
+            applied = asyncio.run(apply_migrations(dsn))
+            changes = asyncio.run(upkeep(dsn, StoragePolicy.from_settings(self.settings)))
+        except (OSError, asyncpg.PostgresError, StorageJobError) as exc:
+            address = dsn.rsplit("@", 1)[-1]  # never print a password
+            raise StackError(f"PostgreSQL at {address} refused the schema: {exc}") from exc
         if applied:
             report(f"{'':<9} {'':<16} applied migrations {', '.join(applied)}")
+        for line in changes:
+            report(f"{'':<9} {'':<16} storage: {line}")
 
     def down(self, report: Callable[[str], None] = print, only: str | None = None) -> None:
         # Kafka first: it may still be flushing to disk while clients disconnect.

@@ -1,7 +1,8 @@
 """Database schema as plain versioned SQL files (NNNN_name.sql), applied in order, once each.
 
 Applied versions are recorded in `guardian_schema_migrations`; an advisory lock makes
-concurrent appliers (two workers starting together) wait instead of racing.
+concurrent appliers (two workers starting together) wait instead of racing. The storage mode is
+decided by `sinks.storage.mode_rule` and handed to the SQL as `guardian.use_timescaledb`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from importlib import resources
 
 import asyncpg
+
+from sinks.storage import TIMESCALEDB, mode_by_rule
 
 LOCK_ID = 0x6775617264  # "guard": any constant shared by every applier
 
@@ -25,6 +28,8 @@ async def apply_migrations(dsn: str) -> list[str]:
     applied_now = []
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_ID)
+        use_timescaledb = await mode_by_rule(conn) == TIMESCALEDB
+        await conn.execute("SELECT set_config('guardian.use_timescaledb', $1, false)", str(use_timescaledb).lower())
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS guardian_schema_migrations "
             "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -40,11 +45,3 @@ async def apply_migrations(dsn: str) -> list[str]:
     finally:
         await conn.close()  # closing the session releases the advisory lock
     return applied_now
-
-
-async def storage_mode(dsn: str) -> str | None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchval("SELECT value FROM guardian_meta WHERE key = 'storage_mode'")
-    finally:
-        await conn.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -42,7 +44,20 @@ def test_second_up_changes_nothing(settings: Settings):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("already running") == 3
     assert "created topic" not in result.stdout
-    assert guardian("stack", "status").stdout == before  # same pids, same health
+    assert "applied migrations" not in result.stdout and "->" not in result.stdout  # schema and policy as they were
+    # Same pids, same health; only the storage jobs' "last success ... ago" moves on.
+    assert _without_ages(guardian("stack", "status").stdout) == _without_ages(before)
+
+
+def test_init_without_kafka_does_the_database_and_says_what_is_missing(settings: Settings):
+    result = guardian("stack", "init", env={"GUARDIAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    assert result.returncode == 2
+    assert "the database is ready, but Kafka at 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def _without_ages(status: str) -> str:
+    return re.sub(r"\d+(\.\d+)? (s|min|h) ago", "<age>", status)
 
 
 def test_events_topic_has_partitions_and_retention_of_the_replay_window(settings: Settings):
@@ -96,75 +111,33 @@ def test_missing_java_is_a_clear_error(tmp_path, settings: Settings):
     assert "Java is not installed" in result.stderr
 
 
-async def _storage_mode(dsn: str) -> tuple[str, bool]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        mode = await conn.fetchval("SELECT value FROM guardian_meta WHERE key = 'storage_mode'")
-        has_timescale = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
-        )
-        return mode, has_timescale
-    finally:
-        await conn.close()
-
-
-def test_storage_mode_matches_what_is_installed(settings: Settings):
-    mode, has_timescale = asyncio.run(_storage_mode(settings.postgres_dsn))
-    assert mode == ("timescaledb" if has_timescale else "native-partitioning")
-
-
-def test_timescaledb_hypertable_with_policies(settings: Settings):
-    _, has_timescale = asyncio.run(_storage_mode(settings.postgres_dsn))
-    if not has_timescale:
-        pytest.skip("TimescaleDB extension is not installed on this PostgreSQL; native partitioning is in use")
+def test_timescaledb_hypertable_follows_the_settings(settings: Settings):
+    """TimescaleDB mode only: policies as the settings say, no redundant index, compression explicit."""
+    from sinks.storage import TIMESCALEDB, recorded_mode
 
     async def check() -> None:
         conn = await asyncpg.connect(settings.postgres_dsn)
         try:
-            assert await conn.fetchval(
-                "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'guardian_events'"
+            if await recorded_mode(conn) != TIMESCALEDB:
+                pytest.skip("the store is in native mode: TimescaleDB is not installed and preloaded here")
+            jobs = {
+                r["proc_name"]: r["age"]
+                for r in await conn.fetch(
+                    "SELECT proc_name, coalesce(config->>'drop_after', config->>'compress_after')::interval AS age"
+                    " FROM timescaledb_information.jobs WHERE hypertable_name = 'guardian_events'"
+                )
+            }
+            assert jobs["policy_retention"] == timedelta(days=settings.retention_days)
+            assert jobs["policy_compression"] == timedelta(hours=settings.compress_after_hours)
+            chunk = await conn.fetchval(
+                "SELECT time_interval FROM timescaledb_information.dimensions WHERE hypertable_name = 'guardian_events'"
             )
-            jobs = {r["proc_name"] for r in await conn.fetch("SELECT proc_name FROM timescaledb_information.jobs")}
-            assert {"policy_compression", "policy_retention"} <= jobs
-        finally:
-            await conn.close()
-
-    asyncio.run(check())
-
-
-def test_native_partitions_are_created_ahead_and_adopt_default_rows(settings: Settings):
-    mode, _ = asyncio.run(_storage_mode(settings.postgres_dsn))
-    if mode != "native-partitioning":
-        pytest.skip("TimescaleDB mode: hypertable policies manage chunks")
-
-    async def check() -> None:
-        conn = await asyncpg.connect(settings.postgres_dsn)
-        try:
-            # A row on a day past every daily partition lands in the default partition...
-            days_ahead = await conn.fetchval(
-                "SELECT greatest(5, coalesce(max(to_date(substring(relname from '[0-9]{8}$'), 'YYYYMMDD')),"
-                " current_date) - current_date + 1) FROM pg_class WHERE relname ~ '^guardian_events_[0-9]{8}$'"
-            )
-            event_id = await conn.fetchval(
-                "INSERT INTO guardian_events (event_time, event_id, producer_id, sequence, host, symbol, detector,"
-                " severity, schema_version, payload_type, payload) VALUES (current_date + $1::int + interval '1 hour',"
-                " gen_random_uuid(), 'stack-test', 1, 'h', 'TEST', 'DRIFT_MONITOR', 'INFO', 1, 'Drift', '{}')"
-                " RETURNING event_id",
-                days_ahead,
-            )
-            where = "FROM guardian_events_default WHERE event_id = $1"
-            assert await conn.fetchval(f"SELECT count(*) {where}", event_id) == 1
-            # ...and moves into its own partition when that partition is created: nothing lost.
-            created = await conn.fetch("SELECT * FROM guardian_ensure_partitions($1, 7)", days_ahead)
-            assert any(r["action"] == "created" for r in created)
-            assert await conn.fetchval(f"SELECT count(*) {where}", event_id) == 0
-            located = await conn.fetchval(
-                "SELECT tableoid::regclass::text FROM guardian_events WHERE event_id = $1", event_id
-            )
-            assert located.startswith("guardian_events_2")
-            await conn.execute("DELETE FROM guardian_events WHERE event_id = $1", event_id)
-            today = await conn.fetchval("SELECT to_char(current_date, 'YYYYMMDD')")
-            assert await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"guardian_events_{today}")
+            assert chunk == timedelta(hours=settings.chunk_hours)
+            indexes = {
+                r["indexname"]
+                for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'guardian_events'")
+            }
+            assert "guardian_events_event_time_idx" not in indexes
         finally:
             await conn.close()
 

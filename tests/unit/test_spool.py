@@ -141,7 +141,7 @@ def test_maintained_spool_writes_into_the_segment_prepared_ahead(tmp_path):
 
 def _resident_kb(path) -> int:
     """Rss of this process's mapping of `path`, from /proc/self/smaps."""
-    lines = open("/proc/self/smaps").read().splitlines()
+    lines = Path("/proc/self/smaps").read_text().splitlines()
     for i, line in enumerate(lines):
         if line.endswith(str(path)):
             return next(int(x.split()[1]) for x in lines[i + 1 :] if x.startswith("Rss:"))
