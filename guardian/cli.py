@@ -7,10 +7,12 @@ so `guardian stack status` does not pay for importing Faust.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 from pydantic import ValidationError
 
+from guardian.errors import GuardianError
 from guardian.logs import configure_logging
 from guardian.settings import describe_config_error, get_settings
 
@@ -52,4 +54,8 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except GuardianError as error:  # said plainly: what is wrong and what to do, no traceback
+        click.echo(f"guardian: {error}", err=True)
+        sys.exit(2)

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guardian.cpus import parse_cpu_list
+from guardian.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,5 +189,5 @@ def describe_config_error(error: ValidationError) -> str:
 def require_secret(value: str | None, variable: str) -> str:
     """Fail loudly when a secret is missing instead of running with a guessable default."""
     if not value:
-        raise SystemExit(f"{variable} is not set. It has no default on purpose: set it to a long random value.")
+        raise ConfigError(f"{variable} is not set. It has no default on purpose: set it to a long random value.")
     return value

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from guardian.errors import GuardianError
 from guardian.logs import get_logger
 from producers.spool import SEGMENT_SUFFIX, STANDBY_NAME, Spool
 
@@ -32,7 +33,7 @@ TOPIC_FILE = "TOPIC"  # the topic the spool's events are for
 REJECTED_DIR = "rejected"  # events Kafka refused for good
 
 
-class SpoolInUseError(RuntimeError):
+class SpoolInUseError(GuardianError, RuntimeError):
     """The spool's lock is held: a running producer owns it."""
 
 

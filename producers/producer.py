@@ -40,6 +40,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CollectorRegistry
 
 from guardian.cpus import parse_cpu_list, running_on
+from guardian.errors import GuardianError
 from guardian.logs import get_logger
 from guardian.settings import Settings, get_settings
 from producers.metrics import ProducerCollector
@@ -74,12 +75,12 @@ MAX_SYMBOL_LENGTH = MAX_LENGTHS["symbol"]
 MAX_INSTANCES = 64  # <host>-<program>, <host>-<program>-2, ... for processes of one program on one host
 
 
-class EventTooLargeError(ValueError):
+class EventTooLargeError(GuardianError, ValueError):
     """The encoded event is larger than Kafka accepts (librdkafka's `message.max.bytes`): a bug in
     the caller, such as an unbounded `reason` string. Raised by emit(); nothing is sent or spooled."""
 
 
-class ProducerClosedError(RuntimeError):
+class ProducerClosedError(GuardianError, RuntimeError):
     """emit() after close(): nothing would deliver the event, so it is refused rather than lost."""
 
 

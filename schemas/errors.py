@@ -1,7 +1,9 @@
 """Typed codec errors. Each message says what was wrong with the bytes or the event."""
 
+from guardian.errors import GuardianError
 
-class CodecError(ValueError):
+
+class CodecError(GuardianError, ValueError):
     """Base of every encode/decode failure; the DLQ records `type(error).__name__` and `str(error)`."""
 
 

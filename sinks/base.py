@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from guardian.errors import GuardianError
 from guardian.logs import get_logger
 
 log = get_logger(__name__)
@@ -36,7 +37,7 @@ class StoredEvent:
     key: bytes | None = None
 
 
-class PermanentWriteError(Exception):
+class PermanentWriteError(GuardianError):
     """A store refused a batch for its content; the same write can never succeed."""
 
     def __init__(self, sink: str, cause: Exception) -> None:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from guardian.errors import GuardianError
+
 if TYPE_CHECKING:
     from guardian.settings import Settings
 
@@ -31,7 +33,7 @@ MAINTENANCE_LOCK = 0x67756172646D  # one maintenance run at a time across the fl
 HYPERTABLE = "guardian_events"
 
 
-class StorageJobError(RuntimeError):
+class StorageJobError(GuardianError, RuntimeError):
     """A storage maintenance run failed; it is recorded in guardian_storage_jobs."""
 
 

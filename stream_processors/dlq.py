@@ -7,9 +7,7 @@ from datetime import UTC, datetime
 HEADER_PREFIX = "guardian.dlq."
 
 
-def dlq_headers(
-    error: Exception, topic: str, partition: int, offset: int, **extra: str
-) -> list[tuple[str, bytes]]:
+def dlq_headers(error: Exception, topic: str, partition: int, offset: int, **extra: str) -> list[tuple[str, bytes]]:
     """Kafka Connect's DLQ headers; `extra` adds more (`rule`, `field` for a broken storable-event
     rule, `stage` for a row a store refused)."""
     return [

@@ -8,6 +8,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from guardian.settings import Settings
 from stream_processors.dlq import headers_dict
+from stream_processors.outbox import OutboxError
 
 REPLAY_GROUP_SUFFIX = "-dlq-replay"
 
@@ -81,7 +82,7 @@ def replay_records(settings: Settings, records: list[DeadLetter]) -> int:
         producer.poll(0)
     remaining = producer.flush(30)
     if remaining:
-        raise RuntimeError(f"{remaining} record(s) were not acknowledged by Kafka; run the replay again")
+        raise OutboxError(f"{remaining} record(s) were not acknowledged by Kafka; run the replay again")
     done: dict[int, int] = {}
     for record in records:
         done[record.partition] = max(done.get(record.partition, 0), record.offset + 1)

@@ -118,9 +118,7 @@ class IngestLoop:
         for hook in self.hooks:
             await hook(decoded)
 
-    async def _complete(
-        self, batch: Sequence[Message], decoded: list[StoredEvent], steps: list, tracker: list
-    ) -> None:
+    async def _complete(self, batch: Sequence[Message], decoded: list[StoredEvent], steps: list, tracker: list) -> None:
         for stage_name, step in zip(self._stage_names(len(steps)), steps, strict=True):
             tracker[2] = f"stage {stage_name}"
             await step

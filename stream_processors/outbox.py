@@ -16,6 +16,8 @@ from collections import deque
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from guardian.errors import GuardianError
+
 MAX_RECORD_BYTES = 1_000_000  # librdkafka's message.max.bytes, set explicitly below
 # Room for the record's own framing and the headers this module adds; the caller's headers count too.
 FRAMING_MARGIN = 1_024
@@ -24,8 +26,8 @@ ORIGINAL_BYTES_HEADER = "guardian.original.bytes"
 ORIGINAL_SHA256_HEADER = "guardian.original.sha256"
 
 
-class OutboxError(RuntimeError):
-    pass
+class OutboxError(GuardianError, RuntimeError):
+    """Kafka refused or did not acknowledge what the worker sent (dead letters, alerts)."""
 
 
 def fit(value: bytes, key: bytes | None, headers: list | None, limit: int) -> tuple[bytes, list | None]:

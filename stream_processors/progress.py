@@ -54,5 +54,3 @@ class Progress:
             log.info("worker makes progress again")
         self.stalled = reason
         return age if (open_events or self.lag or source.uncommitted) else 0.0
-
-

@@ -1,5 +1,7 @@
 """Errors of the local stack: each one says what happened and what to do."""
 
+from guardian.errors import GuardianError
 
-class StackError(RuntimeError):
+
+class StackError(GuardianError, RuntimeError):
     """A problem starting or stopping a local service; the message names the fix."""

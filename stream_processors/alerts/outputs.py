@@ -116,9 +116,12 @@ class WebhookDispatcher:
         delay = 0.2
         for attempt in range(1, webhook.max_attempts + 1):
             try:
-                async with self._slots, self._session.post(
-                    url, json=payload, timeout=aiohttp.ClientTimeout(total=webhook.timeout_s)
-                ) as response:
+                async with (
+                    self._slots,
+                    self._session.post(
+                        url, json=payload, timeout=aiohttp.ClientTimeout(total=webhook.timeout_s)
+                    ) as response,
+                ):
                     if response.status < 300:
                         metrics.WEBHOOKS.labels("delivered").inc()
                         return True

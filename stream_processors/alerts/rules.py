@@ -24,10 +24,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
+from guardian.errors import ConfigError
+
 Severity = Literal["P0", "P1"]
 
 
-class RulesError(ValueError):
+class RulesError(ConfigError):
     """The rules file cannot be used; the message names the file, the rule and the field."""
 
 

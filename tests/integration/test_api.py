@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from guardian.errors import ConfigError
 from guardian.settings import Settings
 
 TOKEN = "test-" + uuid.uuid4().hex
@@ -35,7 +36,7 @@ async def _insert_events(dsn: str, symbol: str, count: int) -> None:
 
 
 def test_refuses_to_start_without_a_token(settings: Settings):
-    with pytest.raises(SystemExit, match="GUARDIAN_API_TOKEN"):
+    with pytest.raises(ConfigError, match="GUARDIAN_API_TOKEN"):
         create_app(settings.model_copy(update={"api_token": None}))
 
 

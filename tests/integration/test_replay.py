@@ -111,8 +111,10 @@ def test_a_replay_of_the_whole_topic_catches_up_without_repaging_duplicating_or_
         worker = WorkerProcess(events_topic, tmp_path, group=group, extra_env=env).start()
         replay_began = time.monotonic()
         wait_for(lambda: _caught_up(admin, group, events_topic, ends), 180, "the replay caught up and committed")
-        print(f"\nreplay: {EVENTS} events caught up and committed in {time.monotonic() - replay_began:.1f} s"
-              f" (worker start included); alerts before {live_count}")
+        print(
+            f"\nreplay: {EVENTS} events caught up and committed in {time.monotonic() - replay_began:.1f} s"
+            f" (worker start included); alerts before {live_count}"
+        )
         assert rows_for_producer(settings, producer_id) == EVENTS, "a replay must not duplicate rows"
         assert _hot_view(client, producer_id) == before, "the hot view moved"
         _read_for(alerts, 5)  # time for a re-sent notification to show, before asserting there is none

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from guardian.errors import ConfigError
 from guardian.settings import Settings, require_secret
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
@@ -44,7 +45,7 @@ def test_bad_value_is_reported_by_variable_name():
 
 def test_secrets_have_no_usable_default():
     assert Settings().api_token is None
-    with pytest.raises(SystemExit, match="GUARDIAN_API_TOKEN is not set"):
+    with pytest.raises(ConfigError, match="GUARDIAN_API_TOKEN is not set"):
         require_secret(Settings().api_token, "GUARDIAN_API_TOKEN")
 
 
