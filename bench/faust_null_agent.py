@@ -14,6 +14,7 @@ import uuid
 
 import faust
 
+from guardian.kafka_config import faust_broker
 from guardian.settings import get_settings
 from guardian.stack.process import free_port
 
@@ -24,7 +25,7 @@ def main() -> None:
     port = free_port()
     app = faust.App(
         f"bench-faust-null-{uuid.uuid4().hex[:8]}",
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        **faust_broker(settings),
         value_serializer="raw",
         key_serializer="raw",
         web_port=port,

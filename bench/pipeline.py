@@ -33,6 +33,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.machine import describe_machine
+from guardian.kafka_config import client_config
 from guardian.settings import Settings
 from guardian.stack.process import free_port, wait_until
 from producers import GuardianProducer
@@ -150,7 +151,7 @@ def _ceiling(settings: Settings, topic: str, events: int) -> float:
     codec = EventCodec()
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings),
             "group.id": f"bench-ceiling-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -177,9 +178,16 @@ class _AlertWatcher:
         self.arrived: dict[str, float] = {}
         self._stop = threading.Event()
         self._consumer = Consumer(
-            {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-alerts-{uuid.uuid4().hex[:6]}",
-             "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 5}
-        )  # fmt: skip
+            client_config(
+                settings,
+                {
+                    "group.id": f"bench-alerts-{uuid.uuid4().hex[:6]}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 5,
+                },
+            )
+        )
         self._consumer.subscribe([topic])
         self._codec = EventCodec(load_alert_schema())
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -380,7 +388,7 @@ def _faust_null_agent(topic: str, events: int, workdir: Path) -> int | None:
 def run_pipeline_bench(settings: Settings, events: int, rate: int = 5000, seconds: float = 15.0) -> dict:
     topic = f"bench.pipeline.{uuid.uuid4().hex[:8]}"
     alerts_topic = f"bench.alerts.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     for name in (topic, alerts_topic):
         admin.create_topics([NewTopic(name, settings.events_partitions, 1)])[name].result(timeout=30)
     with tempfile.TemporaryDirectory() as tmp:

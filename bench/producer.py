@@ -25,6 +25,7 @@ import click
 
 from bench.machine import describe_machine
 from guardian.cpus import running_on, usable_cpus
+from guardian.kafka_config import client_config
 from guardian.settings import Settings
 from producers import GuardianProducer
 from schemas.codec import EventCodec
@@ -126,7 +127,7 @@ def bench_raw_produce(settings: Settings, events: int, io_cpus: frozenset[int] |
         }
     )  # fmt: skip
     config = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **client_config(settings),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
@@ -168,7 +169,7 @@ def run_producer_bench(settings: Settings, events: int, repeat: int = 3) -> dict
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = f"bench.producer.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(timeout=30)
     settings = settings.model_copy(update={"events_topic": topic})
     placement = split_cores()

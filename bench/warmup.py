@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from guardian.cpus import threads_named
+from guardian.kafka_config import client_config
 from guardian.settings import Settings
 from guardian.stack.kafka_service import JIT_THREAD_NAME
 from stream_processors.batch_source import WORKER_FETCH
@@ -51,15 +52,15 @@ def jit_cpu_seconds(pid: int) -> float:
 def warm_broker(settings: Settings, broker_pid: int, report: Callable[[str], None]) -> dict:
     """Load the broker until its JIT is quiet (or MAX_S); returns what was done, for the results."""
     topic = f"bench.warmup.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(timeout=30)
     producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
-         "compression.type": "lz4", "linger.ms": settings.producer_linger_ms}
+        client_config(settings, {"enable.idempotence": True, "acks": "all", "compression.type": "lz4",
+                                 "linger.ms": settings.producer_linger_ms})
     )  # fmt: skip
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-warmup-{uuid.uuid4().hex[:6]}",
-         "auto.offset.reset": "earliest", "enable.auto.commit": False, **WORKER_FETCH}
+        client_config(settings, {"group.id": f"bench-warmup-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
+                                 "enable.auto.commit": False, **WORKER_FETCH})
     )  # fmt: skip
     consumer.subscribe([topic])
     keys = [f"W{i:02d}".encode() for i in range(20)]

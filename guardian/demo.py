@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from guardian.kafka_config import client_config
 from guardian.settings import Settings, get_settings
 from guardian.simulator import TradingHostSimulator
 
@@ -40,9 +41,7 @@ def consumer_lag(settings: Settings) -> int | None:
     """Sum over partitions of (high watermark - committed offset) for the worker fleet's group."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.worker_group, "log_level": 0}
-    )
+    consumer = Consumer(client_config(settings, {"group.id": settings.worker_group, "log_level": 0}))
     try:
         partitions = [TopicPartition(settings.events_topic, p) for p in range(settings.events_partitions)]
         committed = consumer.committed(partitions, timeout=5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     )
     schema_registry_url: str | None = Field(
         None, description="Confluent schema registry URL; unset = Avro single-object encoding."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client of the product connects (librdkafka's and Faust's)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism, with a SASL_* security protocol."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user, required with a SASL_* security protocol.")
+    kafka_sasl_password: str | None = Field(
+        None, description="SASL password, required with a SASL_* security protocol; no default."
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        None, description="CA certificate file for SSL/SASL_SSL; unset = the system's trust store."
     )
 
     # --- Redis / PostgreSQL ----------------------------------------------------
@@ -149,6 +162,17 @@ class Settings(BaseSettings):
         if value is not None:
             parse_cpu_list(value)
         return value
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"GUARDIAN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs GUARDIAN_KAFKA_SASL_USERNAME"
+                " and GUARDIAN_KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     @model_validator(mode="after")
     def _replay_window_is_storable(self) -> Settings:

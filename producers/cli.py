@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from guardian.kafka_config import client_config
 from guardian.settings import get_settings
 from producers.orphans import LOCK_FILE, REJECTED_DIR, SpoolInUseError, drain_spool, lock_spool, spool_topic
 from producers.spool import read_spool
@@ -56,8 +57,7 @@ def drain(directory: Path, topic: str | None, timeout: float) -> None:
         raise click.ClickException(f"{error}: it drains itself") from None
     topic = topic or spool_topic(directory) or settings.events_topic
     total = sum(1 for _ in read_spool(directory))
-    config = {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
-              "compression.type": "lz4"}  # fmt: skip
+    config = client_config(settings, {"enable.idempotence": True, "acks": "all", "compression.type": "lz4"})
     with handle, click.progressbar(length=total, label=f"draining {directory} to {topic}") as bar:
         done = [0]
 

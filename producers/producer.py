@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry
 
 from guardian.cpus import parse_cpu_list, running_on
 from guardian.errors import GuardianError
+from guardian.kafka_config import client_config
 from guardian.logs import get_logger
 from guardian.settings import Settings, get_settings
 from producers.metrics import ProducerCollector
@@ -134,8 +135,10 @@ class GuardianProducer:
             full_policy=spool_full_policy,
             maintained=True,  # the background thread does its file work, never emit()
         )
+        if bootstrap_servers:
+            settings = settings.model_copy(update={"kafka_bootstrap": bootstrap_servers})
         config = {
-            "bootstrap.servers": bootstrap_servers or settings.kafka_bootstrap,
+            **client_config(settings),
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": "lz4",

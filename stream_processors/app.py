@@ -25,6 +25,7 @@ import mode
 import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from guardian.kafka_config import client_config, faust_broker
 from guardian.logs import get_logger
 from guardian.settings import get_settings
 from schemas.codec import EventCodec
@@ -49,7 +50,7 @@ settings = get_settings()
 
 app = faust.App(
     f"{settings.worker_group}-state",  # Faust's own group: tables only; events use settings.worker_group
-    broker=f"kafka://{settings.kafka_bootstrap}",
+    **faust_broker(settings),
     value_serializer="raw",
     key_serializer="raw",
     web_port=settings.worker_web_port,
@@ -120,7 +121,7 @@ class IngestService(mode.Service):
         gc.collect()
         gc.freeze()
         rules = load_rules(settings.alert_rules_file)  # `guardian worker` validated it already
-        outbox = Outbox(settings.kafka_bootstrap)
+        outbox = Outbox(client_config(settings))
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.webhooks = WebhookDispatcher()
         global PUBLISHER
@@ -140,7 +141,7 @@ class IngestService(mode.Service):
         )  # fmt: skip
         global SOURCE
         source = SOURCE = BatchSource(
-            settings.kafka_bootstrap, settings.worker_group, settings.events_topic, hook.partitions_moved
+            client_config(settings), settings.worker_group, settings.events_topic, hook.partitions_moved
         )
         self.ingest = IngestLoop(
             source,

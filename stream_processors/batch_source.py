@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -41,18 +42,18 @@ class BatchSource:
 
     def __init__(
         self,
-        bootstrap: str,
+        connection: dict[str, Any],
         group: str,
         topic: str,
         on_assignment_change: Callable[[str, list[int]], None] = lambda kind, partitions: None,
         max_poll_interval_ms: int = 600_000,
     ) -> None:
         self.topic = topic
-        self._bootstrap = bootstrap
+        self._connection = connection  # guardian.kafka_config.client_config(): bootstrap and security
         self._on_change = on_assignment_change
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **connection,
                 "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -179,7 +180,7 @@ class BatchSource:
     def topic_id(self) -> str:
         """The topic's Kafka id ("" while it does not exist or Kafka does not answer). Blocking: call it
         in a thread. It tells a topic from one deleted and created again under the same name."""
-        admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        admin = AdminClient(self._connection)
         try:
             return str(admin.describe_topics(TopicCollection([self.topic]))[self.topic].result(timeout=10).topic_id)
         except KafkaException:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from guardian.kafka_config import client_config
 from guardian.settings import Settings
 from stream_processors.dlq import headers_dict
 from stream_processors.outbox import OutboxError
@@ -25,12 +26,14 @@ class DeadLetter:
 def read_dlq(settings: Settings, limit: int | None, group: str | None = None) -> list[DeadLetter]:
     """Records from the start (or from `group`'s committed offsets) up to the current end."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": group or f"{settings.worker_group}-dlq-inspect",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+        client_config(
+            settings,
+            {
+                "group.id": group or f"{settings.worker_group}-dlq-inspect",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
     )
     try:
         partitions = consumer.list_topics(settings.dlq_topic, timeout=10).topics[settings.dlq_topic].partitions
@@ -76,7 +79,7 @@ def replay_group(settings: Settings) -> str:
 
 def replay_records(settings: Settings, records: list[DeadLetter]) -> int:
     """Re-submit to the events topic, then record the progress in the replay group."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer(client_config(settings, {"enable.idempotence": True}))
     for record in records:
         producer.produce(settings.events_topic, record.value, record.key)
         producer.poll(0)
@@ -86,7 +89,7 @@ def replay_records(settings: Settings, records: list[DeadLetter]) -> int:
     done: dict[int, int] = {}
     for record in records:
         done[record.partition] = max(done.get(record.partition, 0), record.offset + 1)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": replay_group(settings)})
+    consumer = Consumer(client_config(settings, {"group.id": replay_group(settings)}))
     try:
         consumer.commit(offsets=[TopicPartition(settings.dlq_topic, p, o) for p, o in done.items()], asynchronous=False)
     finally:

@@ -13,6 +13,7 @@ import hashlib
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -47,11 +48,12 @@ def fit(value: bytes, key: bytes | None, headers: list | None, limit: int) -> tu
 class Outbox:
     """An idempotent confluent-kafka producer; `flush()` returns only when everything sent is acknowledged."""
 
-    def __init__(self, bootstrap: str, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+    def __init__(self, connection: dict[str, Any], max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+        """`connection`: guardian.kafka_config.client_config(), bootstrap and security."""
         self._max_record_bytes = max_record_bytes
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **connection,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 1,

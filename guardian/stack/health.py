@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from guardian.kafka_config import client_config
 from guardian.settings import Settings
 
 
@@ -20,7 +21,7 @@ class Probe:
 def probe_kafka(settings: Settings, timeout: float = 5.0) -> Probe:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    admin = AdminClient(client_config(settings, {"log_level": 0}))
     try:
         metadata = admin.list_topics(timeout=timeout)
     except Exception as exc:  # KafkaException: broker unreachable

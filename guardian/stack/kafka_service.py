@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from guardian.cpus import idle_priority_threads
+from guardian.kafka_config import client_config
 from guardian.settings import Settings
 from guardian.stack.errors import StackError
 from guardian.stack.layout import StackLayout
@@ -220,7 +221,8 @@ class KafkaService:
 
         try:
             # log_level 0: "connection refused" while the broker boots is expected, not worth a line.
-            AdminClient({"bootstrap.servers": self.address, "log_level": 0}).list_topics(timeout=1)
+            local = self.settings.model_copy(update={"kafka_bootstrap": self.address})
+            AdminClient(client_config(local, {"log_level": 0})).list_topics(timeout=1)
         except Exception:
             return False
         return True
@@ -234,7 +236,7 @@ class KafkaService:
 
         s = self.settings
         # The configured bootstrap, not the local port: `guardian stack init` runs this against any cluster.
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
+        admin = AdminClient(client_config(s, {"log_level": 0}))
         existing = admin.list_topics(timeout=10).topics
         retention_ms = str(s.events_retention_hours * 3600 * 1000)
         # Segments roll hourly, so a quiet partition holds at most retention + 1 h of events (Kafka deletes

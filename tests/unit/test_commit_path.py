@@ -111,7 +111,7 @@ class FullQueue:
 
 
 def test_outbox_send_never_waits_for_room_and_flush_delivers_everything_in_order():
-    outbox = Outbox("127.0.0.1:1")
+    outbox = Outbox({"bootstrap.servers": "127.0.0.1:1"})
     outbox._producer = FullQueue(room_after=3)  # the local queue is full for three polls
     began = time.perf_counter()
     for i in range(5):
