@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BACKEND := $(or $(GUARDIAN_TEST_BACKEND),local)
 
-.PHONY: setup system stack down status test demo bench lint clean
+.PHONY: setup system stack down status test demo bench lint docs clean
 
 ## system: Debian packages (Redis, PostgreSQL, Java, Maven, docker-compose), only those missing
 system:
@@ -50,6 +50,10 @@ bench: stack
 
 lint: setup
 	$(BIN)/ruff check .
+
+## docs: build docs/ into build/site (strict: a broken link or anchor fails)
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build
 
 ## clean: stop the stack and delete its data (Kafka jars stay cached under .stack/cache)
 clean:

@@ -11,8 +11,7 @@ from guardian.settings import get_settings
 def api() -> None:
     """Serve the query API (needs GUARDIAN_API_TOKEN)."""
     import uvicorn
-
-    from api.app import create_app
+    from guardian.api.app import create_app
 
     settings = get_settings()
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning")

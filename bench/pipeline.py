@@ -31,14 +31,14 @@ import click
 import redis
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
+from guardian.producers import GuardianProducer
+from guardian.producers.producer import EPOCH_SHIFT
+from guardian.schemas.codec import EventCodec, load_alert_schema
 
 from bench.machine import describe_machine
 from guardian.kafka_config import client_config
 from guardian.settings import Settings
 from guardian.stack.process import free_port, wait_until
-from producers import GuardianProducer
-from producers.producer import EPOCH_SHIFT
-from schemas.codec import EventCodec, load_alert_schema
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
 SYMBOL_PREFIX = "BENCH-"  # every bench symbol, so the run can remove what it put in the stores

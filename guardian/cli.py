@@ -19,14 +19,14 @@ from guardian.settings import describe_config_error, get_settings
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
     "stack": "guardian.stack.cli:stack",
-    "schemas": "schemas.cli:schemas",
-    "spool": "producers.cli:spool",
-    "worker": "stream_processors.cli:worker",
-    "dlq": "stream_processors.cli:dlq",
-    "alerts": "stream_processors.alerts.cli:alerts",
+    "schemas": "guardian.schemas.cli:schemas",
+    "spool": "guardian.producers.cli:spool",
+    "worker": "guardian.stream_processors.cli:worker",
+    "dlq": "guardian.stream_processors.cli:dlq",
+    "alerts": "guardian.stream_processors.alerts.cli:alerts",
     "demo": "guardian.demo:demo",
     "bench": "bench.cli:bench",
-    "api": "api.cli:api",
+    "api": "guardian.api.cli:api",
 }
 
 
@@ -39,7 +39,13 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attribute = target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != "bench":
+                raise
+            raise click.ClickException("`guardian bench` runs from a checkout of the repository") from None
+        return getattr(module, attribute)
 
 
 @click.group(cls=LazyGroup)

@@ -29,7 +29,7 @@ def alerts_firing(settings: Settings) -> int | str:
     """Alerts firing across the fleet (the Redis set `guardian alerts list` reads)."""
     import redis
 
-    from stream_processors.alerts.outputs import ACTIVE_SET
+    from guardian.stream_processors.alerts.outputs import ACTIVE_SET
 
     try:
         return int(redis.Redis.from_url(settings.redis_url, socket_timeout=1).scard(ACTIVE_SET))
@@ -90,8 +90,8 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 @click.option("--drain-timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the drain.")
 def demo(seconds: float, rate: int, drain_timeout: float) -> None:
     """Run the platform with a simulated trading host and a live status line."""
+    from guardian.producers import GuardianProducer
     from guardian.stack.manager import Stack
-    from producers import GuardianProducer
 
     settings = get_settings()
     stack = Stack(settings)

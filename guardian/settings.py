@@ -8,6 +8,7 @@ defaults that would work in production: see `require_secret`.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from guardian.cpus import parse_cpu_list
 from guardian.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout: only the local stack's files live here
+# Where a process keeps its own state by default (XDG Base Directory): a pip-installed producer must not
+# write under site-packages.
+STATE_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "guardian"
 
 
 class Settings(BaseSettings):
@@ -118,7 +122,11 @@ class Settings(BaseSettings):
         description="CPUs for the producer's network threads, e.g. '1' or '2-3': keep them off the trading"
         " thread's core. Unset = wherever the OS puts them.",
     )
-    spool_dir: Path = Field(REPO_ROOT / ".stack" / "spool", description="Disk spool for events Kafka can't take.")
+    spool_dir: Path = Field(
+        STATE_DIR / "spool",
+        description="Disk spool for events Kafka can't take, one directory per producer under it. Default: the"
+        " user's XDG state directory, $XDG_STATE_HOME/guardian/spool (~/.local/state/guardian/spool).",
+    )
 
     # --- Worker ----------------------------------------------------------------
     worker_web_port: int = Field(16066, description="Faust worker web port (/metrics, health).")
@@ -131,9 +139,13 @@ class Settings(BaseSettings):
         description="A worker whose offsets have not been committed for this long while events wait reports"
         " itself stalled: /healthz 503 with the reason.",
     )
-    worker_data_dir: Path = Field(REPO_ROOT / ".stack" / "worker", description="Faust table state directory.")
-    alert_rules_file: Path = Field(
-        REPO_ROOT / "deploy" / "alert-rules.yaml", description="Alert rules (YAML), validated at worker start."
+    worker_data_dir: Path = Field(
+        STATE_DIR / "worker", description="Faust's state directory. Default: $XDG_STATE_HOME/guardian/worker."
+    )
+    alert_rules_file: Path | None = Field(
+        None,
+        description="Alert rules (YAML), validated at worker start. Unset = the rules shipped with the package"
+        " (guardian/stream_processors/alerts/default-rules.yaml).",
     )
 
     # --- API -------------------------------------------------------------------

@@ -37,6 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from guardian.producers.metrics import ProducerCollector
+from guardian.producers.orphans import TOPIC_FILE, SpoolInUseError, adopt, claim_orphans, lock_spool, set_aside
+from guardian.producers.spool import FullPolicy, Spool
+from guardian.schemas.codec import EventCodec
+from guardian.schemas.validation import (
+    MAX_LENGTHS,
+    EventRules,
+    as_micros,
+    check_payload,
+    check_string,
+    payload_checkers,
+)
 from prometheus_client import CollectorRegistry
 
 from guardian.cpus import parse_cpu_list, running_on
@@ -44,11 +56,6 @@ from guardian.errors import GuardianError
 from guardian.kafka_config import client_config
 from guardian.logs import get_logger
 from guardian.settings import Settings, get_settings
-from producers.metrics import ProducerCollector
-from producers.orphans import TOPIC_FILE, SpoolInUseError, adopt, claim_orphans, lock_spool, set_aside
-from producers.spool import FullPolicy, Spool
-from schemas.codec import EventCodec
-from schemas.validation import MAX_LENGTHS, EventRules, as_micros, check_payload, check_string, payload_checkers
 
 log = get_logger(__name__)
 

@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 
 import click
-
-from schemas.codec import RELEASED_DIR, SCHEMA_DIR
-from schemas.compat import Mode, check
+from guardian.schemas.codec import RELEASED_DIR, SCHEMA_DIR
+from guardian.schemas.compat import Mode, check
 
 
 @click.group()

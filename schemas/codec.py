@@ -30,8 +30,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
-
-from schemas.errors import (
+from guardian.schemas.errors import (
     BadMagicError,
     SchemaMismatchError,
     TruncatedPayloadError,
@@ -45,7 +44,7 @@ _WRITE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, struct.error, 
 # The envelope writer (schemas/fast_writer.py) uses fastavro's compiled write_data() for the
 # payload; if a fastavro release moves it, encode() uses the public schemaless_writer() alone.
 try:
-    from schemas.fast_writer import plan_for
+    from guardian.schemas.fast_writer import plan_for
 
     _FAST_WRITER = True
 except ImportError:  # pragma: no cover - depends on the fastavro build

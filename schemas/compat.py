@@ -13,8 +13,7 @@ from pathlib import Path
 
 import avro.compatibility as avro_compat
 import avro.schema
-
-from schemas.codec import RELEASED_DIR, SCHEMA_DIR
+from guardian.schemas.codec import RELEASED_DIR, SCHEMA_DIR
 
 
 class Mode(StrEnum):

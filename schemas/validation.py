@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from schemas.codec import load_event_schema
-from schemas.errors import SchemaMismatchError
+from guardian.schemas.codec import load_event_schema
+from guardian.schemas.errors import SchemaMismatchError
 
 MICROS_PER_S = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

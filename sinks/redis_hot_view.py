@@ -26,9 +26,8 @@ from functools import lru_cache
 
 import orjson
 import redis.asyncio as redis
+from guardian.sinks.base import StoredEvent
 from redis.exceptions import NoScriptError
-
-from sinks.base import StoredEvent
 
 WINDOW_MICROS = 24 * 3600 * 1_000_000
 TRIM_EVERY_S = 1.0

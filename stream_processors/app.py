@@ -1,4 +1,4 @@
-"""The Faust app of the worker fleet: `guardian worker` or `faust -A stream_processors.app worker`.
+"""The Faust app of the worker fleet: `guardian worker` or `faust -A guardian.stream_processors.app worker`.
 
 Faust runs the worker: its web server (/metrics, /healthz), timers, the alert state
 table and the process lifecycle. The event hot path is `IngestService`, which reads
@@ -23,27 +23,27 @@ import asyncpg
 import faust
 import mode
 import redis.asyncio as redis
+from guardian.schemas.codec import EventCodec
+from guardian.schemas.validation import EventRules
+from guardian.sinks import storage
+from guardian.sinks.postgres import PostgresSink
+from guardian.sinks.redis_hot_view import RedisHotView
+from guardian.sinks.storage import StoragePolicy
+from guardian.stream_processors import metrics, storage_watch
+from guardian.stream_processors.alerts.engine import AlertEngine
+from guardian.stream_processors.alerts.hook import AlertHook
+from guardian.stream_processors.alerts.outputs import AlertPublisher, WebhookDispatcher
+from guardian.stream_processors.alerts.rules import load_rules
+from guardian.stream_processors.alerts.table_store import TableStore
+from guardian.stream_processors.batch_source import BatchSource
+from guardian.stream_processors.ingest import IngestLoop
+from guardian.stream_processors.outbox import Outbox
+from guardian.stream_processors.progress import Progress
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guardian.kafka_config import client_config, faust_broker
 from guardian.logs import get_logger
 from guardian.settings import get_settings
-from schemas.codec import EventCodec
-from schemas.validation import EventRules
-from sinks import storage
-from sinks.postgres import PostgresSink
-from sinks.redis_hot_view import RedisHotView
-from sinks.storage import StoragePolicy
-from stream_processors import metrics, storage_watch
-from stream_processors.alerts.engine import AlertEngine
-from stream_processors.alerts.hook import AlertHook
-from stream_processors.alerts.outputs import AlertPublisher, WebhookDispatcher
-from stream_processors.alerts.rules import load_rules
-from stream_processors.alerts.table_store import TableStore
-from stream_processors.batch_source import BatchSource
-from stream_processors.ingest import IngestLoop
-from stream_processors.outbox import Outbox
-from stream_processors.progress import Progress
 
 log = get_logger(__name__)
 settings = get_settings()
@@ -154,8 +154,8 @@ class IngestService(mode.Service):
             on_store_down=_store_down,
             rules=EventRules.from_settings(settings),
         )
-        log.info("alert rules loaded", file=str(settings.alert_rules_file), rules=[r.name for r in rules.rules],
-                 state_store=TABLE_STORE)  # fmt: skip
+        log.info("alert rules loaded", file=str(settings.alert_rules_file or "default"),
+                 rules=[r.name for r in rules.rules], state_store=TABLE_STORE)  # fmt: skip
 
     @mode.Service.task
     async def _ingest(self) -> None:
@@ -234,7 +234,7 @@ async def _storage_upkeep() -> None:
 @app.task
 async def prepare_database() -> None:
     """Migrations (idempotent, advisory-locked) and storage upkeep, once at start."""
-    from sinks.migrations import apply_migrations
+    from guardian.sinks.migrations import apply_migrations
 
     try:
         await apply_migrations(settings.postgres_dsn)

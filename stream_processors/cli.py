@@ -12,15 +12,15 @@ from guardian.settings import get_settings
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.option("--loglevel", default=None, help="Faust log level (default: GUARDIAN_LOG_LEVEL).")
 def worker(loglevel: str | None) -> None:
-    """Start one Faust worker of the fleet (same as `faust -A stream_processors.app worker`)."""
-    from stream_processors.alerts.rules import RulesError, load_rules
+    """Start one Faust worker of the fleet (same as `faust -A guardian.stream_processors.app worker`)."""
+    from guardian.stream_processors.alerts.rules import RulesError, load_rules
 
     settings = get_settings()
     try:  # a bad rules file stops the worker here, with the rule and field named, not deep in Faust
         load_rules(settings.alert_rules_file)
     except RulesError as error:
         raise click.ClickException(str(error)) from None
-    from stream_processors.app import app
+    from guardian.stream_processors.app import app
 
     sys.argv = [
         "guardian-worker",
@@ -49,7 +49,7 @@ def dlq() -> None:
 @click.option("--limit", type=int, default=50, show_default=True, help="Most records to show.")
 def inspect(limit: int) -> None:
     """Print dead-letter records readably: why, where from, when, and the bytes."""
-    from stream_processors.dlq_tools import read_dlq
+    from guardian.stream_processors.dlq_tools import read_dlq
 
     settings = get_settings()
     records = read_dlq(settings, limit)
@@ -68,7 +68,7 @@ def inspect(limit: int) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def replay(yes: bool) -> None:
     """Re-submit dead-letter records not replayed before to the events topic (after a fix)."""
-    from stream_processors.dlq_tools import read_dlq, replay_group, replay_records
+    from guardian.stream_processors.dlq_tools import read_dlq, replay_group, replay_records
 
     settings = get_settings()
     records = read_dlq(settings, limit=None, group=replay_group(settings))

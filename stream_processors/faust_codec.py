@@ -1,6 +1,6 @@
 """A Faust codec for Guardian events, for anyone writing Faust agents on `guardian.events.v1`.
 
-    import stream_processors.faust_codec  # registers "guardian_avro"
+    import guardian.stream_processors.faust_codec  # registers "guardian_avro"
     topic = app.topic("guardian.events.v1", value_serializer="guardian_avro")
 
 Decoding detects the framing from the first bytes (Avro single-object or Confluent);
@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from faust.serializers import codecs
+from guardian.schemas.codec import EventCodec
 
 from guardian.settings import get_settings
-from schemas.codec import EventCodec
 
 NAME = "guardian_avro"
 

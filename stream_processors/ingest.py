@@ -33,17 +33,17 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import Message
+from guardian.schemas.codec import EventCodec
+from guardian.schemas.errors import CodecError
+from guardian.schemas.validation import EventRules, InvalidEventError
+from guardian.sinks.base import PermanentWriteError, Sink, StoredEvent, write_isolating
+from guardian.stream_processors import metrics
+from guardian.stream_processors.batch_source import BatchSource
+from guardian.stream_processors.dlq import dlq_headers
+from guardian.stream_processors.outbox import Outbox
+from guardian.stream_processors.stages import CoalescingStage
 
 from guardian.logs import get_logger
-from schemas.codec import EventCodec
-from schemas.errors import CodecError
-from schemas.validation import EventRules, InvalidEventError
-from sinks.base import PermanentWriteError, Sink, StoredEvent, write_isolating
-from stream_processors import metrics
-from stream_processors.batch_source import BatchSource
-from stream_processors.dlq import dlq_headers
-from stream_processors.outbox import Outbox
-from stream_processors.stages import CoalescingStage
 
 log = get_logger(__name__)
 

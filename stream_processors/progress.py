@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from guardian.logs import get_logger
 
 if TYPE_CHECKING:
-    from stream_processors.batch_source import BatchSource
-    from stream_processors.ingest import IngestLoop
+    from guardian.stream_processors.batch_source import BatchSource
+    from guardian.stream_processors.ingest import IngestLoop
 
 log = get_logger(__name__)
 

@@ -14,11 +14,10 @@ import time
 from collections.abc import Sequence
 
 import redis.asyncio as redis
-
-from sinks.storage import JobHealth
-from stream_processors import metrics
-from stream_processors.alerts.engine import Notification, fingerprint
-from stream_processors.alerts.outputs import ALERT_KEY, load_silences
+from guardian.sinks.storage import JobHealth
+from guardian.stream_processors import metrics
+from guardian.stream_processors.alerts.engine import Notification, fingerprint
+from guardian.stream_processors.alerts.outputs import ALERT_KEY, load_silences
 
 RULE = "storage_job_failing"
 SEVERITY = "P1"

@@ -50,7 +50,7 @@ def probe_redis(settings: Settings, timeout: float = 3.0) -> Probe:
 async def _postgres_facts(dsn: str, timeout: float) -> tuple[str, str | None, str, list]:
     import asyncpg
 
-    from sinks.storage import job_health, mode_by_rule, recorded_mode
+    from guardian.sinks.storage import job_health, mode_by_rule, recorded_mode
 
     conn = await asyncpg.connect(dsn, timeout=timeout)
     try:
@@ -65,7 +65,7 @@ async def _postgres_facts(dsn: str, timeout: float) -> tuple[str, str | None, st
 def probe_postgres(settings: Settings, timeout: float = 5.0) -> Probe:
     """Healthy: reachable, schema applied, no storage job failing. The detail names the mode and
     each storage job's last success (and failure)."""
-    from sinks.storage import NATIVE, TIMESCALEDB
+    from guardian.sinks.storage import NATIVE, TIMESCALEDB
 
     address = settings.postgres_dsn.rsplit("@", 1)[-1]  # never print a password
     try:

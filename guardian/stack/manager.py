@@ -73,8 +73,8 @@ class Stack:
 
     def _migrate(self, report: Callable[[str], None]) -> None:
         """Migrations, then the storage policy reconciled with the settings and maintenance run."""
-        from sinks.migrations import apply_migrations
-        from sinks.storage import StorageJobError, StoragePolicy, upkeep
+        from guardian.sinks.migrations import apply_migrations
+        from guardian.sinks.storage import StorageJobError, StoragePolicy, upkeep
 
         dsn = self.settings.postgres_dsn
         try:

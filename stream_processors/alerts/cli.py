@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 import redis
+from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, SILENCES
+from guardian.stream_processors.alerts.rules import RulesError, load_rules
 
 from guardian.settings import get_settings
-from stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, SILENCES
-from stream_processors.alerts.rules import RulesError, load_rules
 
 
 @click.group()
@@ -31,7 +31,7 @@ def check_rules(path: Path | None) -> None:
         raise click.ClickException(str(error)) from None
     for rule in rules.rules:
         click.echo(f"  {rule.severity}  {rule.name:<28} {rule.kind}")
-    click.echo(f"{path}: {len(rules.rules)} rule(s) valid")
+    click.echo(f"{path or 'default rules'}: {len(rules.rules)} rule(s) valid")
 
 
 def _client() -> redis.Redis:

@@ -65,8 +65,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from sinks.base import StoredEvent
-from stream_processors.alerts.rules import (
+from guardian.sinks.base import StoredEvent
+from guardian.stream_processors.alerts.rules import (
     BreakerOpenRule,
     DriftSustainedRule,
     LatencySpikesRule,

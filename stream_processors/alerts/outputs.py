@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 
 import aiohttp
 import redis.asyncio as redis
+from guardian.schemas.codec import EventCodec, load_alert_schema
+from guardian.stream_processors import metrics
+from guardian.stream_processors.alerts.engine import Notification, Silence
+from guardian.stream_processors.alerts.rules import RuleSet, Webhook
+from guardian.stream_processors.outbox import Outbox
 
 from guardian.logs import get_logger
-from schemas.codec import EventCodec, load_alert_schema
-from stream_processors import metrics
-from stream_processors.alerts.engine import Notification, Silence
-from stream_processors.alerts.rules import RuleSet, Webhook
-from stream_processors.outbox import Outbox
 
 log = get_logger(__name__)
 

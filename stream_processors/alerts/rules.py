@@ -1,6 +1,6 @@
 """Alert rules are data: a YAML file, validated when a worker starts.
 
-Schema (every field; see deploy/alert-rules.yaml for the shipped file):
+Schema (every field; see default-rules.yaml beside this module for the shipped rules):
 
     repeat_interval_s: 300     # a still-firing alert is notified again this often (Alertmanager's repeat_interval)
     group_by: [symbol]         # notifications of one batch are grouped by these labels
@@ -18,6 +18,7 @@ A bad file is refused with the rule's name and the field (`RulesError`).
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -114,7 +115,14 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
         raise RulesError(_describe(error, data, source)) from None
 
 
-def load_rules(path: Path) -> RuleSet:
+DEFAULT_RULES = "default-rules.yaml"  # shipped beside this module
+
+
+def load_rules(path: Path | None = None) -> RuleSet:
+    """The rules in `path`; None = the default rules shipped with the package."""
+    if path is None:
+        source = resources.files(__package__) / DEFAULT_RULES
+        return parse_rules(yaml.safe_load(source.read_text()), f"default rules ({DEFAULT_RULES})")
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:

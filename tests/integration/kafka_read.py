@@ -6,9 +6,9 @@ import time
 import uuid
 
 from confluent_kafka import Consumer
+from guardian.schemas.codec import EventCodec
 
 from guardian.settings import Settings
-from schemas.codec import EventCodec
 
 
 def consume_events(settings: Settings, topic: str, expected: int, timeout: float = 120.0) -> list[dict]:

@@ -7,10 +7,10 @@ import json
 import uuid
 
 import redis
+from guardian.sinks.base import StoredEvent
+from guardian.sinks.redis_hot_view import RedisHotView, minute_key
 
 from guardian.settings import Settings
-from sinks.base import StoredEvent
-from sinks.redis_hot_view import RedisHotView, minute_key
 
 
 def drift(symbol: str, sequence: int, at_us: int, producer: str = "p1") -> StoredEvent:

@@ -10,10 +10,10 @@ import uuid
 
 import asyncpg
 import pytest
+from guardian.sinks.base import StoredEvent, write_isolating
+from guardian.sinks.postgres import UNNEST_MAX_ROWS, PostgresSink, micros_to_datetime
 
 from guardian.settings import Settings
-from sinks.base import StoredEvent, write_isolating
-from sinks.postgres import UNNEST_MAX_ROWS, PostgresSink, micros_to_datetime
 
 
 def spike(producer: str, sequence: int, at_us: int) -> StoredEvent:

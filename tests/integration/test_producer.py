@@ -12,10 +12,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from guardian.producers import GuardianProducer
+from guardian.producers.producer import QUEUE_CAPACITY
+from guardian.schemas.codec import EventCodec
+
 from guardian.settings import Settings
-from producers import GuardianProducer
-from producers.producer import QUEUE_CAPACITY
-from schemas.codec import EventCodec
 from tests.integration.helpers import GUARDIAN, wait_for
 from tests.integration.kafka_read import assert_per_symbol_order, consume_events
 
@@ -205,7 +206,7 @@ CRASHING_PRODUCER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from producers import GuardianProducer
+    from guardian.producers import GuardianProducer
     from guardian.settings import Settings
     topic, spool = sys.argv[1], Path(sys.argv[2])
     # A broker that is not there: the producer must spool.
@@ -273,8 +274,7 @@ def test_guardian_spool_drain_sends_a_stopped_producers_spool_and_refuses_a_runn
     settings: Settings, new_topic, tmp_path
 ):
     from click.testing import CliRunner
-
-    from producers.cli import spool
+    from guardian.producers.cli import spool
 
     topic = new_topic("drain")
     with GuardianProducer(settings, producer_id="left", topic=topic, spool_dir=tmp_path / "left",

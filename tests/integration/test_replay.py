@@ -14,9 +14,9 @@ import redis
 import yaml
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
+from guardian.producers import GuardianProducer
 
 from guardian.settings import Settings
-from producers import GuardianProducer
 from tests.integration.helpers import WorkerProcess, rows_for_producer, wait_for
 from tests.integration.test_alerts import AlertsTopic
 

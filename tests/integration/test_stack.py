@@ -113,7 +113,7 @@ def test_missing_java_is_a_clear_error(tmp_path, settings: Settings):
 
 def test_timescaledb_hypertable_follows_the_settings(settings: Settings):
     """TimescaleDB mode only: policies as the settings say, no redundant index, compression explicit."""
-    from sinks.storage import TIMESCALEDB, recorded_mode
+    from guardian.sinks.storage import TIMESCALEDB, recorded_mode
 
     async def check() -> None:
         conn = await asyncpg.connect(settings.postgres_dsn)

@@ -10,9 +10,9 @@ import uuid
 
 import httpx
 import redis
+from guardian.producers import GuardianProducer
 
 from guardian.settings import Settings
-from producers import GuardianProducer
 from tests.integration.helpers import GUARDIAN, WorkerProcess, pg_fetchval, rows_for_producer, wait_for
 
 

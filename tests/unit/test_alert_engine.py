@@ -6,10 +6,9 @@ import itertools
 import math
 
 import pytest
-
-from sinks.base import StoredEvent
-from stream_processors.alerts.engine import MICROS, AlertEngine, DictStore, Silence, partition_of
-from stream_processors.alerts.rules import parse_rules
+from guardian.sinks.base import StoredEvent
+from guardian.stream_processors.alerts.engine import MICROS, AlertEngine, DictStore, Silence, partition_of
+from guardian.stream_processors.alerts.rules import parse_rules
 
 T0 = 1_800_000_000 * MICROS
 RULES = parse_rules(

@@ -10,11 +10,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro.schema import to_parsing_canonical_form
+from guardian.schemas.codec import SCHEMA_DIR, EventCodec, load_event_schema, schema_fingerprint
+from guardian.schemas.errors import BadMagicError, SchemaMismatchError, TruncatedPayloadError, UnknownSchemaError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from schemas.codec import SCHEMA_DIR, EventCodec, load_event_schema, schema_fingerprint
-from schemas.errors import BadMagicError, SchemaMismatchError, TruncatedPayloadError, UnknownSchemaError
 
 LONG = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 INT = st.integers(min_value=-(2**31), max_value=2**31 - 1)
@@ -201,7 +200,7 @@ def test_the_fast_encoder_writes_exactly_what_fastavros_public_writer_does(event
 def test_the_fast_writers_varint_is_avros(n):
     import io
 
-    from schemas.fast_writer import varint
+    from guardian.schemas.fast_writer import varint
 
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, "long", n)
@@ -209,7 +208,7 @@ def test_the_fast_writers_varint_is_avros(n):
 
 
 def test_values_the_fast_writer_refuses_fall_back_to_fastavro_and_its_errors():
-    from schemas.codec import load_alert_schema
+    from guardian.schemas.codec import load_alert_schema
 
     assert EventCodec(load_alert_schema())._envelope is None  # maps and nullable fields: fastavro only
     with pytest.raises(SchemaMismatchError, match="sequence"):

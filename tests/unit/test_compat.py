@@ -6,10 +6,9 @@ import json
 import shutil
 
 from click.testing import CliRunner
-
-from schemas.cli import schemas
-from schemas.codec import RELEASED_DIR, SCHEMA_DIR
-from schemas.compat import Mode, check
+from guardian.schemas.cli import schemas
+from guardian.schemas.codec import RELEASED_DIR, SCHEMA_DIR
+from guardian.schemas.compat import Mode, check
 
 
 def working_copy(tmp_path, change) -> tuple:

@@ -8,11 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from guardian.producers import GuardianProducer
 from pydantic import ValidationError
 
 from guardian.cpus import idle_priority_threads, parse_cpu_list, running_on, usable_cpus
 from guardian.settings import Settings
-from producers import GuardianProducer
 from tests.integration.helpers import wait_for
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import guardian.stream_processors.faust_codec  # registers the codec on import
 import pytest
 from faust.serializers import codecs
+from guardian.schemas.codec import EventCodec
+from guardian.schemas.errors import BadMagicError
 
-import stream_processors.faust_codec  # registers the codec on import
-from schemas.codec import EventCodec
-from schemas.errors import BadMagicError
 from tests.unit.test_codec import a_spike
 
 
@@ -22,7 +22,7 @@ def test_confluent_framed_bytes_decode_too():
     registry = EventCodec(registry_url="mock://faust-codec-test")
     data = registry.encode(a_spike())
     assert data[0] == 0
-    codec = stream_processors.faust_codec.GuardianAvroCodec(registry)
+    codec = guardian.stream_processors.faust_codec.GuardianAvroCodec(registry)
     assert codec.loads(data)["symbol"] == a_spike()["symbol"]
 
 

@@ -33,7 +33,7 @@ def test_sasl_ssl_reaches_librdkafka_and_faust(tmp_path):
         "ssl.ca.location": str(ca),
     }
     ca.write_text("")  # an empty CA file: ssl refuses it, proving the file is what Faust's context loads
-    with pytest.raises(Exception, match="(?i)no certificate|ssl|pem"):
+    with pytest.raises(Exception, match=r"(?i)no certificate|ssl|pem"):
         faust_broker(settings)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from producers.orphans import TOPIC_FILE, claim_orphans, lock_spool
-from producers.spool import Spool
+from guardian.producers.orphans import TOPIC_FILE, claim_orphans, lock_spool
+from guardian.producers.spool import Spool
 
 
 def spool_with_events(root: Path, name: str, topic: str | None, events: int = 3) -> Path:

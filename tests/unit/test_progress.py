@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream_processors.progress import Progress
+from guardian.stream_processors.progress import Progress
 
 
 @dataclass

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from producers.spool import STANDBY_NAME, FullPolicy, Spool
+from guardian.producers.spool import STANDBY_NAME, FullPolicy, Spool
 
 
 def fill(spool: Spool, count: int, start: int = 0) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import fcntl
 
 from click.testing import CliRunner
-
-from producers.cli import spool as spool_cli
-from producers.spool import Spool
-from schemas.codec import EventCodec
+from guardian.producers.cli import spool as spool_cli
+from guardian.producers.spool import Spool
+from guardian.schemas.codec import EventCodec
 
 T0 = 1_764_169_200_000_000  # 2025-11-26T15:00:00Z in µs
 

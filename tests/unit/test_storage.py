@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from guardian.settings import Settings
-from sinks.storage import (
+from guardian.sinks.storage import (
     NATIVE,
     TIMESCALEDB,
     JobHealth,
@@ -17,6 +15,8 @@ from sinks.storage import (
     _say,
     mode_rule,
 )
+
+from guardian.settings import Settings
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,124 @@
+"""The product as a pip-installed wheel, away from the checkout: what a trading host or an image gets.
+
+The wheel is built from this checkout and installed without dependencies into a fresh virtual
+environment whose only other path is this environment's site-packages (the dependencies, already
+installed: no network). Everything then runs from a directory that is not the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import uuid
+import venv
+from pathlib import Path
+
+import pytest
+
+from guardian.settings import REPO_ROOT, Settings
+from tests.integration.helpers import pg_fetchval
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin/ directory of a venv holding only the wheel."""
+    root = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), str(REPO_ROOT)],
+        check=True,
+        timeout=600,
+    )
+    [wheel] = (root / "dist").glob("guardian_ingestion-*.whl")
+    venv.create(root / "venv", with_pip=False)
+    python = root / "venv" / "bin" / "python"
+    target_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    # The dependencies from here; a plain path in a .pth adds no editable finder of the checkout.
+    Path(target_site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--ignore-installed",
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
+    return root / "venv" / "bin"
+
+
+def _run(bin_dir: Path, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run(
+        [str(bin_dir / args[0]), *args[1:]],
+        capture_output=True, text=True, timeout=120, cwd=cwd, env={**clean, **(env or {})},
+    )  # fmt: skip
+
+
+def test_one_namespace_and_nothing_generic_in_site_packages(installed: Path, tmp_path: Path):
+    result = _run(
+        installed, "python", "-c",
+        "import guardian.producers, guardian.sinks.storage, guardian.api.app, importlib.util as u, sysconfig;"
+        "print(guardian.producers.__file__);"
+        "print([m for m in ('producers', 'sinks', 'schemas', 'api', 'stream_processors', 'bench')"
+        " if u.find_spec(m)])",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    location, generic = result.stdout.splitlines()
+    assert location.startswith(str(installed.parent)) and str(REPO_ROOT) not in location
+    assert generic == "[]"
+
+
+def test_the_worker_validates_the_shipped_rules_outside_the_checkout(installed: Path, tmp_path: Path):
+    result = _run(installed, "guardian", "alerts", "check-rules", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "default rules:" in result.stdout and "rule(s) valid" in result.stdout
+
+
+def test_the_producer_spools_under_the_state_directory_not_site_packages(installed: Path, tmp_path: Path):
+    state = tmp_path / "state"
+    result = _run(
+        installed, "python", "-c",
+        "from guardian.producers import GuardianProducer;"
+        "p = GuardianProducer(producer_id='wheel-test', bootstrap_servers='127.0.0.1:1');"
+        "print(p._spool.directory); p.close(timeout=0)",
+        cwd=tmp_path, env={"XDG_STATE_HOME": str(state)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(state / "guardian" / "spool" / "wheel-test")
+
+
+def test_the_migrations_apply_from_the_wheel(installed: Path, tmp_path: Path, settings: Settings):
+    name = f"guardian_wheel_{uuid.uuid4().hex[:8]}"
+    pg_fetchval(settings.postgres_dsn, f"CREATE DATABASE {name}")
+    dsn = f"{settings.postgres_dsn.rpartition('/')[0]}/{name}"
+    try:
+        result = _run(
+            installed, "python", "-c",
+            f"import asyncio; from guardian.sinks.migrations import apply_migrations;"
+            f"print(asyncio.run(apply_migrations({dsn!r})))",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "0001_events" in result.stdout and "0003_storage" in result.stdout
+        assert pg_fetchval(dsn, "SELECT value FROM guardian_meta WHERE key = 'storage_mode'")
+    finally:
+        pg_fetchval(settings.postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_bench_says_it_needs_the_checkout(installed: Path, tmp_path: Path):
+    result = _run(installed, "guardian", "bench", "producer", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "runs from a checkout" in result.stderr
