@@ -47,7 +47,9 @@ MODE_FACTS_SQL = (
 def mode_rule(installed: bool, preload: str) -> str:
     """TimescaleDB mode only when the extension is installed *and* preloaded: installed but not in
     shared_preload_libraries, CREATE EXTENSION fails, so native mode is the working choice."""
-    preloaded = "timescaledb" in {name.strip() for name in re.split(r"[,\s]+", preload) if name}
+    # Entries may be paths ('$libdir/timescaledb') and quoted; the library's name is what counts.
+    names = {name.strip("'\"").rsplit("/", 1)[-1] for name in re.split(r"[,\s]+", preload) if name}
+    preloaded = "timescaledb" in names
     return TIMESCALEDB if installed and preloaded else NATIVE
 
 
@@ -152,10 +154,11 @@ async def _reconcile_timescaledb(conn: asyncpg.Connection, policy: StoragePolicy
     if chunk != policy.chunk:
         await conn.execute("SELECT set_chunk_time_interval($1, $2::interval)", HYPERTABLE, policy.chunk)
         changes.append(f"chunk interval: {_say(chunk)} -> {_say(policy.chunk)} (new chunks)")
-    for proc, key, wanted, remove, add in (
-        ("policy_compression", "compress_after", policy.compress_after, "remove_compression_policy",
-         "add_compression_policy"),
-        ("policy_retention", "drop_after", policy.retention, "remove_retention_policy", "add_retention_policy"),
+    for proc, key, label, wanted, remove, add in (
+        ("policy_compression", "compress_after", "compression after", policy.compress_after,
+         "remove_compression_policy", "add_compression_policy"),
+        ("policy_retention", "drop_after", "retention", policy.retention, "remove_retention_policy",
+         "add_retention_policy"),
     ):  # fmt: skip
         current = await _policy_job(conn, proc, key)
         if current == wanted:
@@ -164,7 +167,7 @@ async def _reconcile_timescaledb(conn: asyncpg.Connection, policy: StoragePolicy
             if current is not None:
                 await conn.execute(f"SELECT {remove}($1)", HYPERTABLE)
             await conn.execute(f"SELECT {add}($1, $2::interval)", HYPERTABLE, wanted)
-        changes.append(f"{key.replace('_', ' ')}: {_say(current)} -> {_say(wanted)}")
+        changes.append(f"{label}: {_say(current)} -> {_say(wanted)}")
     return changes
 
 
@@ -271,8 +274,11 @@ async def job_health(conn: asyncpg.Connection) -> list[JobHealth]:
         return [JobHealth(r["job"], r["last_success"], r["last_failure"], r["last_error"]) for r in rows]
     if mode != TIMESCALEDB:
         return []
+    # A job that never succeeded has last_successful_finish '-infinity', which asyncpg decodes as a naive
+    # datetime.min (found against TimescaleDB 2.28.3 on PostgreSQL 15.20, where every job fails).
     rows = await conn.fetch(
-        "SELECT j.job_id, j.proc_name, s.last_successful_finish, s.last_run_status, s.last_run_started_at"
+        "SELECT j.job_id, j.proc_name, NULLIF(s.last_successful_finish, '-infinity') AS last_successful_finish,"
+        " s.last_run_status, NULLIF(s.last_run_started_at, '-infinity') AS last_run_started_at"
         " FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.job_stats s USING (job_id)"
         " WHERE j.hypertable_name = $1 ORDER BY j.job_id",
         HYPERTABLE,
@@ -280,8 +286,9 @@ async def job_health(conn: asyncpg.Connection) -> list[JobHealth]:
     errors: dict[int, tuple[datetime, str]] = {}
     try:  # TimescaleDB >= 2.9 keeps the failures' messages
         for e in await conn.fetch(
+            # Rows without a finish time (a crash detected at start) would sort first and hide the last failure.
             "SELECT DISTINCT ON (job_id) job_id, finish_time, err_message FROM timescaledb_information.job_errors"
-            " ORDER BY job_id, finish_time DESC"
+            " WHERE finish_time IS NOT NULL ORDER BY job_id, finish_time DESC"
         ):
             errors[e["job_id"]] = (e["finish_time"], e["err_message"])
     except asyncpg.UndefinedTableError:

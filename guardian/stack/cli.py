@@ -86,6 +86,5 @@ def _print_status() -> int:
     click.echo(f"{'service':<9} {'address':<36} {'pid':>7}  {'health':<9} detail")
     for probe in probes:
         pid = pids.get(probe.name)
-        health = "healthy" if probe.healthy else "DOWN"
-        click.echo(f"{probe.name:<9} {probe.address:<36} {pid or '-':>7}  {health:<9} {probe.detail}")
+        click.echo(f"{probe.name:<9} {probe.address:<36} {pid or '-':>7}  {probe.health:<9} {probe.detail}")
     return 0 if all(p.healthy for p in probes) else 1

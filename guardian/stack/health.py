@@ -16,6 +16,11 @@ class Probe:
     address: str
     healthy: bool
     detail: str
+    reachable: bool = True  # unhealthy but answering (topics missing, a storage job failing): degraded, not down
+
+    @property
+    def health(self) -> str:
+        return "healthy" if self.healthy else "DEGRADED" if self.reachable else "DOWN"
 
 
 def probe_kafka(settings: Settings, timeout: float = 5.0) -> Probe:
@@ -25,7 +30,7 @@ def probe_kafka(settings: Settings, timeout: float = 5.0) -> Probe:
     try:
         metadata = admin.list_topics(timeout=timeout)
     except Exception as exc:  # KafkaException: broker unreachable
-        return Probe("kafka", settings.kafka_bootstrap, False, f"unreachable ({exc})")
+        return Probe("kafka", settings.kafka_bootstrap, False, f"unreachable ({exc})", reachable=False)
     topics = [settings.events_topic, settings.alerts_topic, settings.dlq_topic]
     missing = [t for t in topics if t not in metadata.topics]
     if missing:
@@ -41,7 +46,7 @@ def probe_redis(settings: Settings, timeout: float = 3.0) -> Probe:
     try:
         info = client.info("server")
     except redis.RedisError as exc:
-        return Probe("redis", settings.redis_url, False, f"unreachable ({exc})")
+        return Probe("redis", settings.redis_url, False, f"unreachable ({exc})", reachable=False)
     finally:
         client.close()
     return Probe("redis", settings.redis_url, True, f"redis {info.get('redis_version')}")
@@ -71,7 +76,7 @@ def probe_postgres(settings: Settings, timeout: float = 5.0) -> Probe:
     try:
         version, mode, rule_says, jobs = asyncio.run(_postgres_facts(settings.postgres_dsn, timeout))
     except Exception as exc:
-        return Probe("postgres", address, False, f"unreachable ({exc})")
+        return Probe("postgres", address, False, f"unreachable ({exc})", reachable=False)
     detail = f"postgres {version}, storage mode: {mode or 'schema not applied'}"
     if mode == NATIVE and rule_says == TIMESCALEDB:
         detail += " (TimescaleDB is usable now: docs/storage.md says how to move)"

@@ -185,7 +185,8 @@ def test_a_failing_maintenance_shows_in_status_until_it_succeeds_again(native_ds
 
     status = _status(store_dsn)
     assert status.returncode == 1, status.stdout
-    assert "FAILING" in status.stdout and "already exists" in status.stdout and NATIVE_JOB in status.stdout
+    [line] = [line for line in status.stdout.splitlines() if line.startswith("postgres")]
+    assert "DEGRADED" in line and "FAILING" in line and "already exists" in line and NATIVE_JOB in line
 
     async def health() -> list:
         conn = await asyncpg.connect(store_dsn)

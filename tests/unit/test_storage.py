@@ -25,6 +25,8 @@ from guardian.settings import Settings
         (True, "timescaledb", TIMESCALEDB),
         (True, "pg_stat_statements, timescaledb", TIMESCALEDB),
         (True, "pg_stat_statements,timescaledb", TIMESCALEDB),
+        (True, "$libdir/timescaledb", TIMESCALEDB),
+        (True, "'timescaledb'", TIMESCALEDB),
         (True, "", NATIVE),  # installed, not preloaded: CREATE EXTENSION would fail
         (True, "timescaledb_toolkit", NATIVE),
         (False, "timescaledb", NATIVE),  # preloaded, files gone
