@@ -1,1 +1,1 @@
-"""Query API with auth and the live dashboard."""
+"""The query API: events from PostgreSQL, health, metrics; bearer-token auth; every request audited."""

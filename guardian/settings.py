@@ -150,7 +150,7 @@ class Settings(BaseSettings):
 
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the query API listens on.")
-    api_port: int = Field(18080, description="Port of the query API and dashboard.")
+    api_port: int = Field(18080, description="Port of the query API.")
     api_token: str | None = Field(None, description="Bearer token for the API. No default: required to serve.")
 
     # --- Local stack -----------------------------------------------------------

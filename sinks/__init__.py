@@ -1,1 +1,4 @@
-"""Stores fed by the workers (Redis hot view, TimescaleDB/PostgreSQL), each with one add/flush contract."""
+"""The stores the worker writes (Redis hot view, TimescaleDB/PostgreSQL) and the history store's upkeep.
+
+Every sink follows one contract (sinks/base.py): `start()`, an idempotent `write(batch)`, `close()`,
+and `is_permanent(error)` to tell a refused row from an outage."""
