@@ -14,6 +14,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from guardian.schemas.events import Detector, Payload
+
 SYMBOLS = (
     "AAPL",
     "MSFT",
@@ -43,9 +45,9 @@ DRIFT_METRICS = ("fill_ratio", "slippage_bps", "spread_bps", "reject_rate")
 @dataclass(frozen=True)
 class Decision:
     symbol: str
-    detector: str  # LATENCY_SPIKE_DETECTOR | DRIFT_MONITOR | CIRCUIT_BREAKER
+    detector: Detector
     severity: str  # INFO | WARNING | CRITICAL
-    payload_type: str  # full Avro record name of the payload
+    payload_type: Payload
     payload: dict
 
 
@@ -106,9 +108,9 @@ class TradingHostSimulator:
         state.recent_spikes = state.recent_spikes + 1 if spike else max(0, state.recent_spikes - 1)
         yield Decision(
             symbol,
-            "LATENCY_SPIKE_DETECTOR",
+            Detector.LATENCY_SPIKE,
             "WARNING" if spike else "INFO",
-            "io.guardian.events.LatencySpike",
+            Payload.LATENCY_SPIKE,
             {
                 "observed_latency_us": observed,
                 "threshold_us": threshold,
@@ -130,9 +132,9 @@ class TradingHostSimulator:
         score = abs(rng.gauss(0, 1))
         return Decision(
             symbol,
-            "DRIFT_MONITOR",
+            Detector.DRIFT,
             "WARNING" if score > 2.5 else "INFO",
-            "io.guardian.events.Drift",
+            Payload.DRIFT,
             {
                 "metric": rng.choice(DRIFT_METRICS),
                 "expected": round(expected, 4),
@@ -146,9 +148,9 @@ class TradingHostSimulator:
         cooldown = 5
         decision = Decision(
             symbol,
-            "CIRCUIT_BREAKER",
+            Detector.CIRCUIT_BREAKER,
             "CRITICAL" if to == "OPEN" else "WARNING" if to == "HALF_OPEN" else "INFO",
-            "io.guardian.events.CircuitBreakerTransition",
+            Payload.CIRCUIT_BREAKER,
             {
                 "from_state": state.breaker,
                 "to_state": to,

@@ -41,6 +41,7 @@ from guardian.producers.metrics import ProducerCollector
 from guardian.producers.orphans import TOPIC_FILE, SpoolInUseError, adopt, claim_orphans, lock_spool, set_aside
 from guardian.producers.spool import FullPolicy, Spool
 from guardian.schemas.codec import EventCodec
+from guardian.schemas.events import Detector, Payload
 from guardian.schemas.validation import (
     MAX_LENGTHS,
     EventRules,
@@ -59,9 +60,12 @@ from guardian.settings import Settings, get_settings
 
 log = get_logger(__name__)
 
-LATENCY_SPIKE = "io.guardian.events.LatencySpike"
-DRIFT = "io.guardian.events.Drift"
-BREAKER = "io.guardian.events.CircuitBreakerTransition"
+# Plain strings for the typed helpers' hot path (an enum member costs a lookup per event).
+LATENCY_SPIKE, DRIFT, BREAKER = (p.value for p in (Payload.LATENCY_SPIKE, Payload.DRIFT, Payload.CIRCUIT_BREAKER))
+LATENCY_DETECTOR, DRIFT_DETECTOR, BREAKER_DETECTOR = (
+    d.value for d in (Detector.LATENCY_SPIKE, Detector.DRIFT, Detector.CIRCUIT_BREAKER)
+)
+
 
 # librdkafka's queue.buffering.max.messages: when this many events await their acks, produce()
 # raises BufferError and emit() spools.
@@ -352,7 +356,7 @@ class GuardianProducer:
         self.emit(
             {
                 "symbol": symbol,
-                "detector": "LATENCY_SPIKE_DETECTOR",
+                "detector": LATENCY_DETECTOR,
                 "severity": severity or ("WARNING" if spike else "INFO"),
                 "payload": (
                     LATENCY_SPIKE,
@@ -385,7 +389,7 @@ class GuardianProducer:
         self.emit(
             {
                 "symbol": symbol,
-                "detector": "DRIFT_MONITOR",
+                "detector": DRIFT_DETECTOR,
                 "severity": severity or "INFO",
                 "payload": (
                     DRIFT,
@@ -414,7 +418,7 @@ class GuardianProducer:
         self.emit(
             {
                 "symbol": symbol,
-                "detector": "CIRCUIT_BREAKER",
+                "detector": BREAKER_DETECTOR,
                 "severity": severity or ("CRITICAL" if to_state == "OPEN" else "WARNING"),
                 "payload": (
                     BREAKER,

@@ -17,24 +17,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+from guardian.schemas.events import StoredEvent
 
 from guardian.errors import GuardianError
 from guardian.logs import get_logger
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """A decoded event with where it came from, as the sinks need it (the raw record for the DLQ)."""
-
-    event: dict
-    partition: int
-    offset: int
-    raw: bytes = b""
-    key: bytes | None = None
 
 
 class PermanentWriteError(GuardianError):

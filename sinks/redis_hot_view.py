@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import orjson
 import redis.asyncio as redis
-from guardian.sinks.base import StoredEvent
+from guardian.schemas.events import StoredEvent
 from redis.exceptions import NoScriptError
 
 WINDOW_MICROS = 24 * 3600 * 1_000_000

@@ -35,8 +35,9 @@ from typing import Any
 from confluent_kafka import Message
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.errors import CodecError
+from guardian.schemas.events import StoredEvent
 from guardian.schemas.validation import EventRules, InvalidEventError
-from guardian.sinks.base import PermanentWriteError, Sink, StoredEvent, write_isolating
+from guardian.sinks.base import PermanentWriteError, Sink, write_isolating
 from guardian.stream_processors import metrics
 from guardian.stream_processors.batch_source import BatchSource
 from guardian.stream_processors.dlq import dlq_headers

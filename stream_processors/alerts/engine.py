@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from guardian.sinks.base import StoredEvent
+from guardian.schemas.events import Payload, StoredEvent
 from guardian.stream_processors.alerts.rules import (
     BreakerOpenRule,
     DriftSustainedRule,
@@ -214,13 +214,13 @@ class AlertEngine:
             self._seen_before = stored.offset <= applied.get(stored.partition, -1)
             newest[stored.partition] = max(newest.get(stored.partition, -1), stored.offset)
             kind, payload = event["payload"]
-            if kind.endswith("CircuitBreakerTransition"):
+            if kind == Payload.CIRCUIT_BREAKER:
                 for rule in self._breaker:
                     out += self._on_breaker(rule, event, payload, stored.partition, now_us)
-            elif kind.endswith("LatencySpike"):
+            elif kind == Payload.LATENCY_SPIKE:
                 for rule in self._spikes:
                     out += self._on_latency(rule, event, payload, stored.partition, now_us)
-            elif kind.endswith("Drift"):
+            elif kind == Payload.DRIFT:
                 for rule in self._drift:
                     out += self._on_drift(rule, event, payload, stored.partition, now_us)
         self._seen_before = False

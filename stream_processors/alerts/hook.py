@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as redis
-from guardian.sinks.base import StoredEvent
+from guardian.schemas.events import StoredEvent
 from guardian.stream_processors.alerts.engine import AlertEngine, Silence
 from guardian.stream_processors.alerts.outputs import AlertPublisher, load_silences
 

@@ -7,7 +7,7 @@ import json
 import uuid
 
 import redis
-from guardian.sinks.base import StoredEvent
+from guardian.schemas.events import StoredEvent
 from guardian.sinks.redis_hot_view import RedisHotView, minute_key
 
 from guardian.settings import Settings

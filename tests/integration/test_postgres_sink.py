@@ -10,7 +10,8 @@ import uuid
 
 import asyncpg
 import pytest
-from guardian.sinks.base import StoredEvent, write_isolating
+from guardian.schemas.events import StoredEvent
+from guardian.sinks.base import write_isolating
 from guardian.sinks.postgres import UNNEST_MAX_ROWS, PostgresSink, micros_to_datetime
 
 from guardian.settings import Settings

@@ -8,8 +8,9 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from guardian.schemas.events import StoredEvent
 from guardian.schemas.validation import EventRules, InvalidEventError
-from guardian.sinks.base import PermanentWriteError, StoredEvent, write_isolating
+from guardian.sinks.base import PermanentWriteError, write_isolating
 from guardian.stream_processors.outbox import ORIGINAL_SHA256_HEADER, TRUNCATED_HEADER, Outbox, fit
 
 
