@@ -11,6 +11,7 @@ from guardian.settings import get_settings
 def api() -> None:
     """Serve the query API (needs GUARDIAN_API_TOKEN)."""
     import uvicorn
+
     from guardian.api.app import create_app
 
     settings = get_settings()

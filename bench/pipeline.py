@@ -31,12 +31,12 @@ import click
 import redis
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
-from guardian.producers import GuardianProducer
-from guardian.producers.producer import EPOCH_SHIFT
-from guardian.schemas.codec import EventCodec, load_alert_schema
 
 from bench.machine import describe_machine
 from guardian.kafka_config import client_config
+from guardian.producers import GuardianProducer
+from guardian.producers.producer import EPOCH_SHIFT
+from guardian.schemas.codec import EventCodec, load_alert_schema
 from guardian.settings import Settings
 from guardian.stack.process import free_port, wait_until
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import click
-from guardian.producers import GuardianProducer
-from guardian.schemas.codec import EventCodec
 
 from bench.machine import describe_machine
 from guardian.cpus import running_on, usable_cpus
 from guardian.kafka_config import client_config
+from guardian.producers import GuardianProducer
+from guardian.schemas.codec import EventCodec
 from guardian.settings import Settings
 
 SYMBOLS = [f"B{i:02d}" for i in range(20)]

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from guardian.stream_processors.batch_source import WORKER_FETCH
 
 from guardian.cpus import threads_named
 from guardian.kafka_config import client_config
 from guardian.settings import Settings
 from guardian.stack.kafka_service import JIT_THREAD_NAME
+from guardian.stream_processors.batch_source import WORKER_FETCH
 
 QUIET_JIT_SHARE = 0.05  # compiler threads under 5% of a core...
 QUIET_WINDOW_S = 5.0  # ...over this long means the hot paths are compiled

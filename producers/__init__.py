@@ -4,12 +4,11 @@ Every error emit() and the constructor raise on purpose is importable from here;
 `guardian.errors.GuardianError`.
 """
 
+from guardian.errors import GuardianError
 from guardian.producers.orphans import SpoolInUseError
 from guardian.producers.producer import EventTooLargeError, GuardianProducer, ProducerClosedError
 from guardian.producers.spool import FullPolicy, Spool
 from guardian.schemas.validation import InvalidEventError
-
-from guardian.errors import GuardianError
 
 __all__ = [
     "EventTooLargeError",

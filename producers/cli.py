@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+
+from guardian.kafka_config import client_config
 from guardian.producers.orphans import LOCK_FILE, REJECTED_DIR, SpoolInUseError, drain_spool, lock_spool, spool_topic
 from guardian.producers.spool import read_spool
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.errors import CodecError
-
-from guardian.kafka_config import client_config
 from guardian.settings import get_settings
 
 

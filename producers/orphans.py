@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from guardian.producers.spool import SEGMENT_SUFFIX, STANDBY_NAME, Spool
 
 from guardian.errors import GuardianError
 from guardian.logs import get_logger
+from guardian.producers.spool import SEGMENT_SUFFIX, STANDBY_NAME, Spool
 
 log = get_logger(__name__)
 

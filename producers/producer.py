@@ -37,6 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from prometheus_client import CollectorRegistry
+
+from guardian.cpus import parse_cpu_list, running_on
+from guardian.errors import GuardianError
+from guardian.kafka_config import client_config
+from guardian.logs import get_logger
 from guardian.producers.metrics import ProducerCollector
 from guardian.producers.orphans import TOPIC_FILE, SpoolInUseError, adopt, claim_orphans, lock_spool, set_aside
 from guardian.producers.spool import FullPolicy, Spool
@@ -50,12 +56,6 @@ from guardian.schemas.validation import (
     check_string,
     payload_checkers,
 )
-from prometheus_client import CollectorRegistry
-
-from guardian.cpus import parse_cpu_list, running_on
-from guardian.errors import GuardianError
-from guardian.kafka_config import client_config
-from guardian.logs import get_logger
 from guardian.settings import Settings, get_settings
 
 log = get_logger(__name__)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from guardian.schemas.codec import RELEASED_DIR, SCHEMA_DIR
 from guardian.schemas.compat import Mode, check
 

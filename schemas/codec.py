@@ -30,6 +30,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
+
 from guardian.schemas.errors import (
     BadMagicError,
     SchemaMismatchError,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import avro.compatibility as avro_compat
 import avro.schema
+
 from guardian.schemas.codec import RELEASED_DIR, SCHEMA_DIR
 
 

@@ -19,10 +19,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from guardian.schemas.events import StoredEvent
-
 from guardian.errors import GuardianError
 from guardian.logs import get_logger
+from guardian.schemas.events import StoredEvent
 
 log = get_logger(__name__)
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
+
 from guardian.schemas.events import StoredEvent
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

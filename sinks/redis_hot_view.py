@@ -26,8 +26,9 @@ from functools import lru_cache
 
 import orjson
 import redis.asyncio as redis
-from guardian.schemas.events import StoredEvent
 from redis.exceptions import NoScriptError
+
+from guardian.schemas.events import StoredEvent
 
 WINDOW_MICROS = 24 * 3600 * 1_000_000
 TRIM_EVERY_S = 1.0

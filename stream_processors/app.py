@@ -23,8 +23,13 @@ import asyncpg
 import faust
 import mode
 import redis.asyncio as redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from guardian.kafka_config import client_config, faust_broker
+from guardian.logs import get_logger
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.validation import EventRules
+from guardian.settings import get_settings
 from guardian.sinks import storage
 from guardian.sinks.postgres import PostgresSink
 from guardian.sinks.redis_hot_view import RedisHotView
@@ -39,11 +44,6 @@ from guardian.stream_processors.batch_source import BatchSource
 from guardian.stream_processors.ingest import IngestLoop
 from guardian.stream_processors.outbox import Outbox
 from guardian.stream_processors.progress import Progress
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from guardian.kafka_config import client_config, faust_broker
-from guardian.logs import get_logger
-from guardian.settings import get_settings
 
 log = get_logger(__name__)
 settings = get_settings()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from guardian.stream_processors.dlq import headers_dict
-from guardian.stream_processors.outbox import OutboxError
 
 from guardian.kafka_config import client_config
 from guardian.settings import Settings
+from guardian.stream_processors.dlq import headers_dict
+from guardian.stream_processors.outbox import OutboxError
 
 REPLAY_GROUP_SUFFIX = "-dlq-replay"
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from faust.serializers import codecs
-from guardian.schemas.codec import EventCodec
 
+from guardian.schemas.codec import EventCodec
 from guardian.settings import get_settings
 
 NAME = "guardian_avro"

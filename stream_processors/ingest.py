@@ -33,6 +33,8 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import Message
+
+from guardian.logs import get_logger
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.errors import CodecError
 from guardian.schemas.events import StoredEvent
@@ -43,8 +45,6 @@ from guardian.stream_processors.batch_source import BatchSource
 from guardian.stream_processors.dlq import dlq_headers
 from guardian.stream_processors.outbox import Outbox
 from guardian.stream_processors.stages import CoalescingStage
-
-from guardian.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 
 import redis.asyncio as redis
+
 from guardian.sinks.storage import JobHealth
 from guardian.stream_processors import metrics
 from guardian.stream_processors.alerts.engine import Notification, fingerprint

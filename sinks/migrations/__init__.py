@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import resources
 
 import asyncpg
+
 from guardian.sinks.storage import TIMESCALEDB, mode_by_rule
 
 LOCK_ID = 0x6775617264  # "guard": any constant shared by every applier

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 import redis
-from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, SILENCES
-from guardian.stream_processors.alerts.rules import RulesError, load_rules
 
 from guardian.settings import get_settings
+from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, SILENCES
+from guardian.stream_processors.alerts.rules import RulesError, load_rules
 
 
 @click.group()

@@ -8,11 +8,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as redis
+
+from guardian.logs import get_logger
 from guardian.schemas.events import StoredEvent
 from guardian.stream_processors.alerts.engine import AlertEngine, Silence
 from guardian.stream_processors.alerts.outputs import AlertPublisher, load_silences
-
-from guardian.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 
 import aiohttp
 import redis.asyncio as redis
+
+from guardian.logs import get_logger
 from guardian.schemas.codec import EventCodec, load_alert_schema
 from guardian.stream_processors import metrics
 from guardian.stream_processors.alerts.engine import Notification, Silence
 from guardian.stream_processors.alerts.rules import RuleSet, Webhook
 from guardian.stream_processors.outbox import Outbox
-
-from guardian.logs import get_logger
 
 log = get_logger(__name__)
 

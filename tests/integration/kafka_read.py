@@ -6,8 +6,8 @@ import time
 import uuid
 
 from confluent_kafka import Consumer
-from guardian.schemas.codec import EventCodec
 
+from guardian.schemas.codec import EventCodec
 from guardian.settings import Settings
 
 

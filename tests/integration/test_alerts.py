@@ -14,13 +14,13 @@ import pytest
 import redis
 import yaml
 from confluent_kafka import Consumer
+
 from guardian.producers import GuardianProducer
 from guardian.producers.producer import EPOCH_SHIFT
 from guardian.schemas.codec import EventCodec, load_alert_schema
+from guardian.settings import Settings
 from guardian.stream_processors.alerts.engine import fingerprint
 from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, CHANNEL
-
-from guardian.settings import Settings
 from tests.integration.helpers import WorkerProcess, wait_for
 
 

@@ -8,8 +8,8 @@ import uuid
 import asyncpg
 import pytest
 from fastapi.testclient import TestClient
-from guardian.api.app import create_app
 
+from guardian.api.app import create_app
 from guardian.errors import ConfigError
 from guardian.settings import Settings
 

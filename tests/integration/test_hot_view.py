@@ -7,10 +7,10 @@ import json
 import uuid
 
 import redis
-from guardian.schemas.events import StoredEvent
-from guardian.sinks.redis_hot_view import RedisHotView, minute_key
 
+from guardian.schemas.events import StoredEvent
 from guardian.settings import Settings
+from guardian.sinks.redis_hot_view import RedisHotView, minute_key
 
 
 def drift(symbol: str, sequence: int, at_us: int, producer: str = "p1") -> StoredEvent:

@@ -16,14 +16,14 @@ import uuid
 
 import httpx
 from confluent_kafka import Producer
-from guardian.schemas.codec import EventCodec
-from guardian.schemas.errors import CodecError
-from guardian.stream_processors.dlq_tools import read_dlq
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from guardian.schemas.codec import EventCodec
+from guardian.schemas.errors import CodecError
 from guardian.settings import Settings
+from guardian.stream_processors.dlq_tools import read_dlq
 from tests.integration.helpers import WorkerProcess, pg_fetchval, wait_for
 
 NOW_US = time.time_ns() // 1000

@@ -10,11 +10,11 @@ import uuid
 
 import asyncpg
 import pytest
+
 from guardian.schemas.events import StoredEvent
+from guardian.settings import Settings
 from guardian.sinks.base import write_isolating
 from guardian.sinks.postgres import UNNEST_MAX_ROWS, PostgresSink, micros_to_datetime
-
-from guardian.settings import Settings
 
 
 def spike(producer: str, sequence: int, at_us: int) -> StoredEvent:

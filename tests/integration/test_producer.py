@@ -15,7 +15,6 @@ from pathlib import Path
 from guardian.producers import GuardianProducer
 from guardian.producers.producer import QUEUE_CAPACITY
 from guardian.schemas.codec import EventCodec
-
 from guardian.settings import Settings
 from tests.integration.helpers import GUARDIAN, wait_for
 from tests.integration.kafka_read import assert_per_symbol_order, consume_events
@@ -274,6 +273,7 @@ def test_guardian_spool_drain_sends_a_stopped_producers_spool_and_refuses_a_runn
     settings: Settings, new_topic, tmp_path
 ):
     from click.testing import CliRunner
+
     from guardian.producers.cli import spool
 
     topic = new_topic("drain")

@@ -14,8 +14,8 @@ import redis
 import yaml
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
-from guardian.producers import GuardianProducer
 
+from guardian.producers import GuardianProducer
 from guardian.settings import Settings
 from tests.integration.helpers import WorkerProcess, rows_for_producer, wait_for
 from tests.integration.test_alerts import AlertsTopic

@@ -18,13 +18,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 import redis
+
+from guardian.settings import Settings
 from guardian.sinks.migrations import apply_migrations
 from guardian.sinks.storage import NATIVE, NATIVE_JOB, StoragePolicy, job_health, mode_by_rule, recorded_mode, upkeep
 from guardian.stream_processors.alerts.engine import fingerprint
 from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY
 from guardian.stream_processors.storage_watch import RULE
-
-from guardian.settings import Settings
 from tests.integration.helpers import GUARDIAN, WorkerProcess, wait_for
 
 

@@ -8,11 +8,11 @@ import uuid
 import pytest
 import redis
 from confluent_kafka import Producer
+
 from guardian.producers import GuardianProducer
 from guardian.producers.producer import EPOCH_SHIFT
-from guardian.stream_processors.dlq_tools import read_dlq
-
 from guardian.settings import Settings
+from guardian.stream_processors.dlq_tools import read_dlq
 from tests.integration.helpers import WorkerProcess, pg_fetchval, rows_for_producer, wait_for
 
 SYMBOLS = [f"W{i:02d}" for i in range(10)]

@@ -10,8 +10,8 @@ import uuid
 
 import httpx
 import redis
-from guardian.producers import GuardianProducer
 
+from guardian.producers import GuardianProducer
 from guardian.settings import Settings
 from tests.integration.helpers import GUARDIAN, WorkerProcess, pg_fetchval, rows_for_producer, wait_for
 

@@ -6,6 +6,7 @@ import itertools
 import math
 
 import pytest
+
 from guardian.schemas.events import StoredEvent
 from guardian.stream_processors.alerts.engine import MICROS, AlertEngine, DictStore, Silence, partition_of
 from guardian.stream_processors.alerts.rules import parse_rules

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from guardian.stream_processors.alerts.rules import RulesError, load_rules, parse_rules
 
 

@@ -10,10 +10,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro.schema import to_parsing_canonical_form
-from guardian.schemas.codec import SCHEMA_DIR, EventCodec, load_event_schema, schema_fingerprint
-from guardian.schemas.errors import BadMagicError, SchemaMismatchError, TruncatedPayloadError, UnknownSchemaError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from guardian.schemas.codec import SCHEMA_DIR, EventCodec, load_event_schema, schema_fingerprint
+from guardian.schemas.errors import BadMagicError, SchemaMismatchError, TruncatedPayloadError, UnknownSchemaError
 
 LONG = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 INT = st.integers(min_value=-(2**31), max_value=2**31 - 1)

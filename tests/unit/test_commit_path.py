@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+
 from guardian.schemas.events import StoredEvent
 from guardian.schemas.validation import EventRules, InvalidEventError
 from guardian.sinks.base import PermanentWriteError, write_isolating

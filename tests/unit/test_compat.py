@@ -6,6 +6,7 @@ import json
 import shutil
 
 from click.testing import CliRunner
+
 from guardian.schemas.cli import schemas
 from guardian.schemas.codec import RELEASED_DIR, SCHEMA_DIR
 from guardian.schemas.compat import Mode, check

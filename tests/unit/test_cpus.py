@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from guardian.producers import GuardianProducer
 from pydantic import ValidationError
 
 from guardian.cpus import idle_priority_threads, parse_cpu_list, running_on, usable_cpus
+from guardian.producers import GuardianProducer
 from guardian.settings import Settings
 from tests.integration.helpers import wait_for
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import guardian.stream_processors.faust_codec  # registers the codec on import
 import pytest
 from faust.serializers import codecs
+
+import guardian.stream_processors.faust_codec  # registers the codec on import
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.errors import BadMagicError
-
 from tests.unit.test_codec import a_spike
 
 

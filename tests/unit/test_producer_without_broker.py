@@ -4,10 +4,10 @@ living through a disk that refuses the spool's writes."""
 from __future__ import annotations
 
 import pytest
+
 from guardian.producers import EventTooLargeError, GuardianProducer, ProducerClosedError
 from guardian.schemas.errors import SchemaMismatchError
 from guardian.schemas.validation import InvalidEventError
-
 from guardian.settings import Settings
 from tests.integration.helpers import wait_for
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 
 from click.testing import CliRunner
+
 from guardian.producers.cli import spool as spool_cli
 from guardian.producers.spool import Spool
 from guardian.schemas.codec import EventCodec

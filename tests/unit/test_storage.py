@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from guardian.settings import Settings
 from guardian.sinks.storage import (
     NATIVE,
     TIMESCALEDB,
@@ -15,8 +17,6 @@ from guardian.sinks.storage import (
     _say,
     mode_rule,
 )
-
-from guardian.settings import Settings
 
 
 @pytest.mark.parametrize(
