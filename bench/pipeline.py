@@ -37,7 +37,7 @@ from guardian.kafka_config import client_config
 from guardian.producers import GuardianProducer
 from guardian.producers.producer import EPOCH_SHIFT
 from guardian.schemas.codec import EventCodec, load_alert_schema
-from guardian.settings import Settings
+from guardian.settings import REPO_ROOT, Settings
 from guardian.stack.process import free_port, wait_until
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
@@ -376,7 +376,7 @@ def _faust_null_agent(topic: str, events: int, workdir: Path) -> int | None:
     with open(workdir / "faust-null.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.faust_null_agent", topic, str(events), str(result_file)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )  # fmt: skip
         try:
             process.wait(timeout=300)

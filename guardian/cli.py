@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from guardian.errors import GuardianError
 from guardian.logs import configure_logging
-from guardian.settings import describe_config_error, get_settings
+from guardian.settings import REPO_ROOT, describe_config_error, get_settings
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
@@ -39,6 +39,8 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attribute = target.split(":")
+        if module_name.startswith("bench.") and (REPO_ROOT / "bench").is_dir() and str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))  # the benchmarks live in the checkout, not in the package
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:

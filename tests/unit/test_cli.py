@@ -1,0 +1,26 @@
+"""The `guardian` command from a checkout, run from anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+GUARDIAN = str(Path(sys.executable).with_name("guardian"))
+
+
+def test_bench_runs_from_the_checkout_whatever_the_working_directory(tmp_path):
+    result = subprocess.run([GUARDIAN, "bench", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "producer" in result.stdout and "pipeline" in result.stdout
+
+
+def test_a_guardian_error_is_one_line_without_a_traceback(tmp_path):
+    result = subprocess.run(
+        [GUARDIAN, "api"], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "guardian: GUARDIAN_API_TOKEN is not set. It has no default on purpose: set it to a long random value."
+    )
