@@ -43,6 +43,7 @@ from guardian.cpus import parse_cpu_list, running_on
 from guardian.errors import GuardianError
 from guardian.kafka_config import client_config
 from guardian.logs import get_logger
+from guardian.producers.drain import SpoolDrain
 from guardian.producers.metrics import ProducerCollector
 from guardian.producers.orphans import TOPIC_FILE, SpoolInUseError, adopt, claim_orphans, lock_spool, set_aside
 from guardian.producers.spool import FullPolicy, Spool
@@ -196,15 +197,9 @@ class GuardianProducer:
         self._caller_polled_at = 0.0  # when emit() last served delivery reports (monotonic s)
         self._failed_direct = 0  # written by the failure callback, under the lock
         self._delivery_error = ""  # the last one logged: a failed queue would log each event
-        self._drain_delivered = 0
-        self._drain_in_flight = 0
-        self._drain_failed = False
         self._last_progress = time.monotonic()
         self._last_delivered = 0
-        self._drain_checked_at = 0.0
-        self._drain_ready = False
-        self._drain_problem = ""  # logged once until it changes or clears
-        self._spool_error = ""  # likewise
+        self._spool_error = ""  # logged once until it changes or clears
         self._last_fsync = time.monotonic()
         # Spools of producers that are gone, drained before anything of ours (oldest first per symbol).
         self._orphans = [] if spool_dir else claim_orphans(settings.spool_dir, spool_path, self.topic)
@@ -216,6 +211,10 @@ class GuardianProducer:
         self._spooling = self._spool.pending_records() > 0 or bool(self._orphans)
         self._closed = False  # set under the lock by close(): emit() refuses events from then on
         self._stop = threading.Event()
+        self._drain = SpoolDrain(
+            self._spool, self._drainer, self.topic, self._lock, stopping=self._stop,
+            on_failed=self._count_failed, set_aside=self._set_aside, producer_id=self.producer_id,
+        )  # fmt: skip
         self._thread = threading.Thread(target=self._background, name=f"guardian-producer-{self.producer_id}")
         self._thread.daemon = True
         with running_on(io_cpus):
@@ -453,24 +452,6 @@ class GuardianProducer:
             self._delivery_error = str(error)
             log.error("delivery failed: events re-spooled (the rest are counted in `failed`)", error=str(error))
 
-    def _on_drain_delivery(self, segment: int) -> Any:
-        def callback(error: KafkaError | None, message: Any) -> None:
-            with self._lock:
-                self._drain_in_flight -= 1
-                if error is None:
-                    self._drain_delivered += 1
-                    self._spool.ack(segment)
-                    self._drain_problem = ""
-                elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # would block the spool forever
-                    self._counts["failed"] += 1
-                    self._set_aside(message.value(), error)
-                    self._spool.ack(segment)
-                else:
-                    self._counts["failed"] += 1
-                    self._drain_failed = True
-
-        return callback
-
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             log.error("kafka producer fatal error", error=str(error))
@@ -514,6 +495,19 @@ class GuardianProducer:
         if self._spooling:
             self._drain_step()
 
+    def _drain_step(self) -> None:
+        # Older events go first: those still queued on the direct path and adopted spools.
+        if len(self._producer) or self._adopting.is_set() or not self._drain.step():
+            return
+        with self._lock:
+            if self._spool.pending_records() == 0 and self._drain.in_flight == 0:
+                self._spooling = False
+                self._delivery_error = ""
+                log.info("spool drained: events go to kafka directly again", producer_id=self.producer_id)
+
+    def _count_failed(self) -> None:
+        self._counts["failed"] += 1
+
     def _watch_progress(self, now: float) -> None:
         """Switch to the spool when events wait and Kafka acknowledged none for `spool_after_s`."""
         queued = len(self._producer)
@@ -531,89 +525,11 @@ class GuardianProducer:
                 waiting_events=queued,
             )
 
-    def _can_drain(self, now: float) -> bool:
-        """Whether the broker is up and the topic exists. Checked at most once a second while
-        spooling, so a dead broker, or a topic not created yet, costs no drain work."""
-        if now - self._drain_checked_at >= 1.0:
-            self._drain_checked_at = now
-            try:
-                topic = self._drainer.list_topics(self.topic, timeout=1.0).topics[self.topic]
-            except KafkaException:
-                self._drain_ready = False  # the broker is away: already logged by error_cb
-            else:
-                self._drain_ready = topic.error is None
-                if topic.error is not None:
-                    self._drain_blocked(f"topic {self.topic!r}: {topic.error.str()}")
-        return self._drain_ready
-
-    def _drain_blocked(self, problem: str) -> None:
-        """Events stay in the spool, retried once a second; said once per distinct problem."""
-        self._drain_ready = False
-        if problem != self._drain_problem:
-            log.error(
-                "kafka refuses the spooled events; they stay on disk and are retried",
-                problem=problem,
-                spooled=self._spool.pending_records(),
-                producer_id=self.producer_id,
-            )
-            self._drain_problem = problem
-
     def _set_aside(self, value: bytes, error: KafkaError) -> None:
         """Called under the lock; rare by construction, since emit() refuses events over our limit."""
         self._counts["rejected"] += 1
         path = set_aside(self._spool.directory, value)
         log.error("kafka refused an event for good; kept on disk", error=error.str(), bytes=len(value), path=str(path))
-
-    def _drain_step(self) -> None:
-        # Older events go first: those still queued on the direct path and adopted spools; and a dead
-        # broker gets no work.
-        if len(self._producer) or self._adopting.is_set() or not self._can_drain(time.monotonic()):
-            return
-        with self._lock:
-            if self._drain_failed:
-                if self._drain_in_flight:
-                    return  # rewind only once every in-flight drain record has settled
-                self._spool.rewind()
-                self._drain_failed = False
-            if self._drain_in_flight >= 50_000:
-                return
-        batch = self._spool.read_batch(5_000)
-        if not batch:
-            with self._lock:
-                if self._spool.pending_records() == 0 and self._drain_in_flight == 0:
-                    self._spooling = False
-                    self._delivery_error = ""
-                    log.info("spool drained: events go to kafka directly again", producer_id=self.producer_id)
-            return
-        for segment, key, value in batch:
-            if not self._drain_one(segment, key, value):
-                return
-
-    def _drain_one(self, segment: int, key: bytes, value: bytes) -> bool:
-        """Hand one spooled record to the drain producer; False ends this batch."""
-        while True:
-            try:
-                self._drainer.produce(self.topic, value, key, on_delivery=self._on_drain_delivery(segment))
-            except BufferError:
-                self._drainer.poll(0.05)  # librdkafka's queue is full: serve callbacks, retry
-                if self._stop.is_set():
-                    self._spool.rewind()
-                    return False
-                continue
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
-                    self._drain_blocked(error.str())  # e.g. the topic was deleted under us
-                    with self._lock:
-                        self._drain_failed = True  # from this record on, read again once it clears
-                    return False
-                with self._lock:  # spooled under a larger limit: it would block the spool forever
-                    self._set_aside(value, error)
-                    self._spool.ack(segment)
-                return True
-            with self._lock:
-                self._drain_in_flight += 1
-            return True
 
     # -- lifecycle ------------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> int:
@@ -661,7 +577,7 @@ class GuardianProducer:
     def stats(self) -> dict[str, int]:
         spool = self._spool.snapshot()
         with self._lock:
-            delivered = self._produced_direct - len(self._producer) - self._failed_direct + self._drain_delivered
+            delivered = self._produced_direct - len(self._producer) - self._failed_direct + self._drain.delivered
             return {
                 **self._counts,
                 "delivered": delivered,
@@ -670,7 +586,7 @@ class GuardianProducer:
                 "spool_bytes": spool.bytes,
                 "queue_depth": len(self._producer) + len(self._drainer),
                 "spooling": int(self._spooling),
-                "drain_blocked": int(bool(self._drain_problem)),
+                "drain_blocked": int(bool(self._drain.problem)),
             }
 
 
