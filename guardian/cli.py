@@ -19,6 +19,7 @@ from guardian.settings import REPO_ROOT, describe_config_error, get_settings
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
     "stack": "guardian.stack.cli:stack",
+    "settings": "guardian.settings_cli:settings",
     "schemas": "guardian.schemas.cli:schemas",
     "spool": "guardian.producers.cli:spool",
     "worker": "guardian.stream_processors.cli:worker",

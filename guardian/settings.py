@@ -29,68 +29,76 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GUARDIAN_", extra="ignore")
 
     # --- Kafka -----------------------------------------------------------------
-    kafka_bootstrap: str = Field(
-        "127.0.0.1:19092", description="Kafka bootstrap servers (host:port,...). Default: the local stack's port."
-    )
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers (host:port,...).")
     events_topic: str = Field("guardian.events.v1", description="Topic of guardrail events, keyed by symbol.")
     alerts_topic: str = Field("guardian.alerts.v1", description="Topic of alert state changes (Avro).")
     dlq_topic: str = Field("guardian.dlq.v1", description="Dead-letter topic: raw bytes + headers naming why.")
-    events_partitions: int = Field(12, ge=1, description="Partitions of the events topic.")
+    events_partitions: int = Field(12, ge=1, description="Partitions of the events topic (used when creating it).")
     events_retention_hours: int = Field(
         168, ge=24, description="Retention of the events topic = the replay window (at least 24 h)."
     )
     max_event_age_hours: float = Field(
         720,
         gt=0,
-        description="Oldest event_time a storable event may carry, in hours before now (emit() and the worker"
-        " refuse older ones). At least the events topic's retention, so a whole-topic replay passes.",
+        description=(
+            "Oldest `event_time` a storable event may carry, in hours before now: `emit()` refuses older ones, the "
+            "worker dead-letters them. At least the events topic's retention, so a whole-topic replay passes."
+        ),
     )
     max_future_skew_s: float = Field(
         300,
         ge=0,
-        description="How far ahead of the checking clock an event_time may be, in seconds; later ones are"
-        " refused (emit()) or dead-lettered (worker).",
+        description=(
+            "How far ahead of the checking clock an `event_time` may be, in seconds: `emit()` refuses later ones, the"
+            " worker dead-letters them."
+        ),
     )
     schema_registry_url: str | None = Field(
         None, description="Confluent schema registry URL; unset = Avro single-object encoding."
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="How every Kafka client of the product connects (librdkafka's and Faust's)."
+        "PLAINTEXT",
+        description=(
+            "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`: how every Kafka client of the product connects "
+            "(producer, worker, Faust's tables, CLI tools)."
+        ),
     )
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        "PLAIN", description="SASL mechanism, with a SASL_* security protocol."
+        "PLAIN", description="`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, with a `SASL_*` protocol."
     )
-    kafka_sasl_username: str | None = Field(None, description="SASL user, required with a SASL_* security protocol.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user; required with a `SASL_*` protocol.")
     kafka_sasl_password: str | None = Field(
-        None, description="SASL password, required with a SASL_* security protocol; no default."
+        None, description="SASL password; required with a `SASL_*` protocol. A secret: no default."
     )
     kafka_ssl_ca_location: Path | None = Field(
         None, description="CA certificate file for SSL/SASL_SSL; unset = the system's trust store."
     )
 
     # --- Redis / PostgreSQL ----------------------------------------------------
-    redis_url: str = Field(
-        "redis://127.0.0.1:16379/0", description="Redis for the hot view and alerts. Default: the local stack's port."
-    )
+    redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis for the hot view and alerts.")
     postgres_dsn: str = Field(
         "postgresql://guardian@127.0.0.1:15432/guardian",
-        description="PostgreSQL/TimescaleDB DSN. Default: the local stack's port, which trusts loopback.",
+        description="PostgreSQL/TimescaleDB DSN. The local stack trusts loopback; anywhere else put a password in it.",
     )
     retention_days: int = Field(
         7,
         ge=1,
-        description="Days of events kept in the database (whole chunks are dropped: a row stays up to one chunk"
-        " longer). Changed later, `guardian stack init` or the next worker start applies it.",
+        description=(
+            "Days of events kept in the database; whole chunks are dropped, so a row stays up to one chunk longer "
+            "([storage](storage.md)). Changed later, `guardian stack init` or the next worker start applies it."
+        ),
     )
     chunk_hours: int = Field(
         1,
         ge=1,
         le=24 * 7,
-        description="Width of the database's time chunks in hours: TimescaleDB's chunk interval (new chunks),"
-        " native mode's partitions.",
+        description=(
+            "Width of the database's time chunks in hours: TimescaleDB's chunk interval (for new chunks), native "
+            "mode's partitions."
+        ),
     )
     compress_after_hours: int = Field(
-        24, ge=1, description="TimescaleDB mode: compress chunks older than this many hours."
+        24, ge=1, description="TimescaleDB mode: chunks older than this many hours are compressed."
     )
     hot_view_recent_max: int = Field(
         10_000, ge=1, description="Most events kept per symbol in the Redis 24 h window (newest kept)."
@@ -99,8 +107,10 @@ class Settings(BaseSettings):
     # --- Producer --------------------------------------------------------------
     producer_id: str | None = Field(
         None,
-        description="Producer identity, which names its spool directory; default <host>-<program>, stable across"
-        " restarts (a second process of the same program on the host takes <host>-<program>-2, ...).",
+        description=(
+            "Producer identity, naming its spool; unset = `<host>-<program>` (`-2`, `-3`, ... while lower ones run), "
+            "stable across restarts."
+        ),
     )
     producer_linger_ms: int = Field(
         10, ge=0, description="librdkafka linger.ms of the producer: batching delay before a send."
@@ -108,53 +118,70 @@ class Settings(BaseSettings):
     producer_report_interval_ms: float = Field(
         25,
         ge=0,
-        description="How often emit() serves Kafka's delivery reports, in ms: fewer, larger batches of them"
-        " keep emit()'s p99/p99.9 low; each batch is one slower call.",
+        description=(
+            "How often `emit()` serves Kafka's delivery reports, in ms: fewer, larger batches keep `emit()`'s "
+            "p99/p99.9 low; each batch is one slower call."
+        ),
     )
     producer_fsync_interval_ms: int = Field(
         1000,
         ge=1,
-        description="How often the disk spool is fsynced while it is written, in ms: the events a power loss"
-        " can take (kill -9 takes none). Every 100 ms put emit()'s broker-down p99 at 15-19 µs, every 1000 at 10.",
+        description=(
+            "How often the disk spool is fsynced while it is written, in ms: the events a power loss can take (`kill "
+            "-9` takes none)."
+        ),
     )
     producer_io_cpus: str | None = Field(
         None,
-        description="CPUs for the producer's network threads, e.g. '1' or '2-3': keep them off the trading"
-        " thread's core. Unset = wherever the OS puts them.",
+        description=(
+            "CPUs for the producer's network threads, e.g. `1` or `2-3`: keep them off the trading thread's core. "
+            "Unset = wherever the OS puts them."
+        ),
     )
     spool_dir: Path = Field(
         STATE_DIR / "spool",
-        description="Disk spool for events Kafka can't take, one directory per producer under it. Default: the"
-        " user's XDG state directory, $XDG_STATE_HOME/guardian/spool (~/.local/state/guardian/spool).",
+        description=(
+            "Disk spool for events Kafka can't take, one directory per producer (`~/.local/state/guardian/spool` when"
+            " `XDG_STATE_HOME` is unset)."
+        ),
     )
 
     # --- Worker ----------------------------------------------------------------
-    worker_web_port: int = Field(16066, description="Faust worker web port (/metrics, health).")
+    worker_web_port: int = Field(16066, description="Port of a worker's web server (`/metrics`, `/healthz`).")
     worker_group: str = Field(
-        "guardian-worker", description="Consumer group of the fleet on the events topic; Faust's own is <group>-state."
+        "guardian-worker",
+        description=(
+            "Consumer group of the fleet on the events topic (a replay resets its offsets); Faust's own group, for "
+            "the alert table, is `<group>-state`."
+        ),
     )
     worker_stall_s: float = Field(
         60,
         gt=0,
-        description="A worker whose offsets have not been committed for this long while events wait reports"
-        " itself stalled: /healthz 503 with the reason.",
+        description=(
+            "No offset committed for this long while events wait: `/healthz` answers 503 `stalled` with the reason."
+        ),
     )
-    worker_data_dir: Path = Field(
-        STATE_DIR / "worker", description="Faust's state directory. Default: $XDG_STATE_HOME/guardian/worker."
-    )
+    worker_data_dir: Path = Field(STATE_DIR / "worker", description="Faust's state directory.")
     alert_rules_file: Path | None = Field(
         None,
-        description="Alert rules (YAML), validated at worker start. Unset = the rules shipped with the package"
-        " (guardian/stream_processors/alerts/default-rules.yaml).",
+        description=(
+            "Alert rules (YAML), validated at worker start. Unset = `guardian/stream_processors/alerts/default-"
+            "rules.yaml`, shipped in the package; copy it to start your own."
+        ),
     )
 
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the query API listens on.")
     api_port: int = Field(18080, description="Port of the query API.")
-    api_token: str | None = Field(None, description="Bearer token for the API. No default: required to serve.")
+    api_token: str | None = Field(
+        None, description="Bearer token for the API. A secret: no default, the API refuses to start without it."
+    )
 
     # --- Local stack -----------------------------------------------------------
-    stack_dir: Path = Field(REPO_ROOT / ".stack", description="Data, logs, pids and the Kafka jar cache.")
+    stack_dir: Path = Field(
+        REPO_ROOT / ".stack", description="Data, logs, pids and the Kafka jar cache of the local stack."
+    )
     redis_port: int = Field(16379, description="Port of the local Redis.")
     postgres_port: int = Field(15432, description="Port of the local PostgreSQL.")
     kafka_port: int = Field(19092, description="Client port of the local Kafka broker.")
@@ -166,7 +193,7 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("INFO", description="Log level of every guardian process.")
-    log_format: str = Field("console", description="'json' for machine-readable logs, 'console' for people.")
+    log_format: str = Field("console", description="`json` for machine-readable logs, `console` for people.")
 
     @field_validator("producer_io_cpus")
     @classmethod
