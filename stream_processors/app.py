@@ -85,6 +85,7 @@ SINKS = (hot_view, postgres)
 STORES_DOWN: set[str] = set()
 SOURCE: BatchSource | None = None  # the running worker's consumer, for /healthz
 PUBLISHER: AlertPublisher | None = None  # the running worker's alert outputs, for storage job alerts
+PUBLISHER_WAIT_S = 60.0
 RECOVERY_WAIT_S = 60.0
 LOOP_LAG_PROBE_S = 0.05
 LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (docs/benchmarks.md)
@@ -225,6 +226,9 @@ async def _storage_upkeep() -> None:
         finally:
             await conn.close()
         storage_watch.export(health)
+        deadline = time.monotonic() + PUBLISHER_WAIT_S
+        while PUBLISHER is None and time.monotonic() < deadline:  # at start, the ingest service makes it
+            await asyncio.sleep(0.1)
         if PUBLISHER is not None:
             await PUBLISHER.publish(await storage_watch.notifications(health, PUBLISHER.client))
     except Exception as exc:
