@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from guardian.cpus import idle_priority_threads
 from guardian.kafka_config import client_config
@@ -231,7 +232,8 @@ class KafkaService:
         return self.process.stop(timeout=60)
 
     def ensure_topics(self) -> list[str]:
-        """Create the platform's topics when missing; returns what it did."""
+        """Create the platform's topics when missing, and set the retention and segment time of existing
+        ones to what the settings say; returns what it did."""
         from confluent_kafka.admin import AdminClient, NewTopic
 
         s = self.settings
@@ -265,4 +267,29 @@ class KafkaService:
                 f"warning: {s.events_topic} has {len(existing[s.events_topic].partitions)} partitions, "
                 f"settings say {s.events_partitions} (partitions are never changed automatically)"
             )
+        actions += _reconcile_topic_configs(admin, [n for n in wanted if n in existing], topic_config)
         return actions
+
+
+def _reconcile_topic_configs(admin: Any, topics: list[str], wanted: dict[str, str]) -> list[str]:
+    """Set `wanted` on topics made before (or by someone else) that differ; what changed, per topic.
+    Retention is the replay window, and a topic created with Kafka's 7-day segments keeps events up to
+    twice as long as that, beyond what the alert engine remembers (see ensure_topics)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    if not topics:
+        return []
+    actions = []
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in topics])
+    for resource, future in described.items():
+        current = future.result(timeout=30)
+        changes = {key: value for key, value in wanted.items() if current[key].value != value}
+        if not changes:
+            continue
+        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in changes.items()]
+        update = ConfigResource(ResourceType.TOPIC, resource.name, incremental_configs=entries)
+        for done in admin.incremental_alter_configs([update]).values():
+            done.result(timeout=30)
+        said = ", ".join(f"{key} {current[key].value} -> {value}" for key, value in changes.items())
+        actions.append(f"topic {resource.name}: {said}")
+    return actions

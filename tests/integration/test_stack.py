@@ -70,6 +70,27 @@ def test_events_topic_has_partitions_and_retention_of_the_replay_window(settings
     assert int(config["retention.ms"].value) == 7 * 24 * 3600 * 1000
 
 
+def test_init_sets_retention_and_segments_of_topics_made_before(settings: Settings, new_topic):
+    """A topic created earlier (or by hand) with Kafka's defaults gets the settings' retention and hourly
+    segments from `guardian stack init`, which says so; a second init changes nothing."""
+    names = {
+        "GUARDIAN_EVENTS_TOPIC": new_topic(),
+        "GUARDIAN_ALERTS_TOPIC": new_topic(),
+        "GUARDIAN_DLQ_TOPIC": new_topic(),
+    }
+    env = {**names, "GUARDIAN_EVENTS_RETENTION_HOURS": "48"}
+    first = guardian("stack", "init", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"topic {names['GUARDIAN_EVENTS_TOPIC']}: retention.ms 604800000 -> 172800000" in first.stdout
+    assert "segment.ms 604800000 -> 3600000" in first.stdout
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    resource = ConfigResource(ResourceType.TOPIC, names["GUARDIAN_DLQ_TOPIC"])
+    config = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert (config["retention.ms"].value, config["segment.ms"].value) == ("172800000", "3600000")
+    second = guardian("stack", "init", env=env)
+    assert "topic " not in second.stdout
+
+
 def test_the_local_brokers_jit_compiler_threads_run_at_idle_priority(settings: Settings):
     """They share the host's cores with the pipeline; at idle priority they compile on spare CPU only."""
     pid = int((settings.stack_dir / "run" / "kafka.pid").read_text().split()[0])
