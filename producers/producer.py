@@ -596,8 +596,13 @@ def _random_id_prefix() -> str:
 
 
 def _program_name() -> str:
-    """The main script's name (`trader` for `python trader.py` or a `trader` console script)."""
-    name = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
+    """The main script's name (`trader` for `python trader.py` or a `trader` console script), or the
+    module's for `python -m desk.trader` (`desk.trader`; a package's `__main__` gives the package)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        name = spec.name.removesuffix(".__main__")
+    else:
+        name = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "python"
 
 
