@@ -47,11 +47,12 @@ class BatchSource:
         topic: str,
         on_assignment_change: Callable[[str, list[int]], None] = lambda kind, partitions: None,
         max_poll_interval_ms: int = 600_000,
+        make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer,  # tests pass a fake
     ) -> None:
         self.topic = topic
         self._connection = connection  # guardian.kafka_config.client_config(): bootstrap and security
         self._on_change = on_assignment_change
-        self._consumer = Consumer(
+        self._consumer = make_consumer(
             {
                 **connection,
                 "group.id": group,
