@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 TIMESCALEDB = "timescaledb"
 NATIVE = "native-partitioning"
 NATIVE_JOB = "native_maintenance"
-MAINTENANCE_LOCK = 0x67756172646D  # one maintenance run at a time across the fleet
+UPKEEP_LOCK = 0x67756172646D  # one reconcile + maintenance at a time across the fleet
+UPKEEP_LOCK_TIMEOUT_S = 120
 HYPERTABLE = "guardian_events"
 
 
@@ -172,50 +173,49 @@ async def _reconcile_timescaledb(conn: asyncpg.Connection, policy: StoragePolicy
 
 
 # --- maintenance --------------------------------------------------------------------------------
-async def maintain(conn: asyncpg.Connection, policy: StoragePolicy) -> list[str] | None:
+async def maintain(conn: asyncpg.Connection, policy: StoragePolicy) -> list[str]:
     """One maintenance run, recorded as a job run: native mode's partitions and pruning (TimescaleDB's
-    own jobs do that in its mode: nothing to run). None when another process holds the run."""
+    own jobs do that in its mode: nothing to run). Call it holding the upkeep lock (upkeep() does)."""
     if await recorded_mode(conn) != NATIVE:
         return []
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK):
-        return None
+    await conn.execute(
+        "INSERT INTO guardian_storage_jobs (job, last_start, runs) VALUES ($1, now(), 1) ON CONFLICT (job)"
+        " DO UPDATE SET last_start = now(), runs = guardian_storage_jobs.runs + 1",
+        NATIVE_JOB,
+    )
     try:
-        await conn.execute(
-            "INSERT INTO guardian_storage_jobs (job, last_start, runs) VALUES ($1, now(), 1) ON CONFLICT (job)"
-            " DO UPDATE SET last_start = now(), runs = guardian_storage_jobs.runs + 1",
-            NATIVE_JOB,
-        )
-        try:
-            async with conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT * FROM guardian_maintain_native($1, $2, $3)", policy.retention, policy.chunk, policy.ahead
-                )
-        except asyncpg.PostgresError as error:
-            message = f"{type(error).__name__}: {error}"
-            await conn.execute(
-                "UPDATE guardian_storage_jobs SET last_failure = now(), last_error = $2, failures = failures + 1"
-                " WHERE job = $1",
-                NATIVE_JOB,
-                message,
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "SELECT * FROM guardian_maintain_native($1, $2, $3)", policy.retention, policy.chunk, policy.ahead
             )
-            raise StorageJobError(f"{NATIVE_JOB} failed: {message}") from error
-        await conn.execute("UPDATE guardian_storage_jobs SET last_success = now() WHERE job = $1", NATIVE_JOB)
-        return [f"{r['action']} {r['detail']}" for r in rows]
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK)
+    except asyncpg.PostgresError as error:
+        message = f"{type(error).__name__}: {error}"
+        await conn.execute(
+            "UPDATE guardian_storage_jobs SET last_failure = now(), last_error = $2, failures = failures + 1"
+            " WHERE job = $1",
+            NATIVE_JOB,
+            message,
+        )
+        raise StorageJobError(f"{NATIVE_JOB} failed: {message}") from error
+    await conn.execute("UPDATE guardian_storage_jobs SET last_success = now() WHERE job = $1", NATIVE_JOB)
+    return [f"{r['action']} {r['detail']}" for r in rows]
 
 
 async def upkeep(dsn: str, policy: StoragePolicy) -> list[str]:
-    """reconcile() then maintain() on a connection of their own: what `guardian stack init`, a worker
-    start and the worker's hourly timer run. The changes and actions, as lines for a log."""
+    """reconcile() then maintain(), one process of the fleet at a time (the others wait: it takes
+    milliseconds to seconds): what `guardian stack init`, a worker start and the worker's hourly timer
+    run. The changes and actions, as lines for a log."""
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        changes = await reconcile(conn, policy)
-        actions = await maintain(conn, policy)
+        await conn.execute(f"SET lock_timeout = '{UPKEEP_LOCK_TIMEOUT_S}s'")
+        await conn.execute("SELECT pg_advisory_lock($1)", UPKEEP_LOCK)
+        try:
+            changes = await reconcile(conn, policy)
+            actions = await maintain(conn, policy)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", UPKEEP_LOCK)
     finally:
         await conn.close()
-    if actions is None:
-        return [*changes, "maintenance: another process is running it"]
     return [*changes, *_collapse_created(actions)]
 
 
