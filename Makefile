@@ -8,7 +8,7 @@ BACKEND := $(or $(GUARDIAN_TEST_BACKEND),local)
 
 .PHONY: setup system stack down status test demo bench lint docs clean
 
-## system: Debian packages (Redis, PostgreSQL, Java, Maven, docker-compose), only those missing
+## system: Debian packages (Redis, PostgreSQL, Java, Maven, docker-compose, prometheus for promtool), only those missing
 system:
 	@bash deploy/local/install-system.sh
 

@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     )
 
     # --- Worker ----------------------------------------------------------------
+    worker_web_bind: str = Field(
+        "127.0.0.1", description="Address a worker's web server listens on; `0.0.0.0` to be scraped from elsewhere."
+    )
     worker_web_port: int = Field(16066, description="Port of a worker's web server (`/metrics`, `/healthz`).")
     worker_group: str = Field(
         "guardian-worker",

@@ -28,7 +28,7 @@ SECTIONS = {
     "kafka_bootstrap": "Kafka",
     "redis_url": "Stores",
     "producer_id": "Producer",
-    "worker_web_port": "Worker",
+    "worker_web_bind": "Worker",
     "api_host": "API",
     "stack_dir": "Local stack (`guardian stack`, development and CI only)",
     "log_level": "Logging",

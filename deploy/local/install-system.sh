@@ -6,7 +6,7 @@ set -euo pipefail
 
 want=("$@")
 if [ ${#want[@]} -eq 0 ]; then
-  want=(redis-server postgresql default-jre-headless maven docker-compose)
+  want=(redis-server postgresql default-jre-headless maven docker-compose prometheus)
 fi
 
 missing=()
