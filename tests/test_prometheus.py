@@ -1,8 +1,10 @@
-"""deploy/prometheus: the scrape config, the SLO rules and their unit tests, checked by promtool (Debian's
-`prometheus` package, installed by `make setup`), and every metric the rules use exported by the code."""
+"""deploy/prometheus and deploy/grafana: the scrape config, the SLO rules and their unit tests, checked by
+promtool (Debian's `prometheus` package, installed by `make setup`); the dashboard's queries parse; every
+metric the rules and the dashboard use is exported by the code."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ from prometheus_client import REGISTRY
 from guardian.settings import REPO_ROOT
 
 PROMETHEUS = REPO_ROOT / "deploy" / "prometheus"
+DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "guardian.json"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -45,8 +48,23 @@ def exported_names() -> set[str]:
     return names
 
 
-def test_every_metric_the_rules_use_is_exported():
-    used = set(re.findall(r"\b(guardian_[a-z_]+)", (PROMETHEUS / "rules.yml").read_text()))
-    assert used, "no guardian metric in the rules"
+def dashboard_queries() -> list[str]:
+    return [t["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for t in panel["targets"]]
+
+
+def test_the_dashboard_queries_parse(tmp_path):
+    """As recording rules, so promtool parses each query."""
+    rules = [{"record": f"guardian:dashboard_panel_{i}", "expr": expr} for i, expr in enumerate(dashboard_queries())]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))  # JSON is YAML
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("source", ["rules", "dashboard"])
+def test_every_metric_used_is_exported(source):
+    text = (PROMETHEUS / "rules.yml").read_text() if source == "rules" else " ".join(dashboard_queries())
+    used = set(re.findall(r"\b(guardian_[a-z_]+)", text))
+    assert used, f"no guardian metric in the {source}"
     missing = sorted(name for name in used if name not in exported_names())
-    assert missing == [], f"the rules use metrics the code does not export: {missing}"
+    assert missing == [], f"the {source} use metrics the code does not export: {missing}"
