@@ -40,8 +40,10 @@ SINK_REFUSED = Counter("guardian_worker_store_refused", "Events a store refused 
 STORAGE_JOB_FAILING = Gauge(
     "guardian_storage_job_failing",
     "1 while a storage job's last run failed (retention, partitions, compression)",
-    ["job"],
+    ["storage_job"],  # not "job": Prometheus gives every scraped target a "job" label
 )
 STORAGE_JOB_LAST_SUCCESS = Gauge(
-    "guardian_storage_job_last_success_timestamp_seconds", "When a storage job last succeeded (0: never)", ["job"]
+    "guardian_storage_job_last_success_timestamp_seconds",
+    "When a storage job last succeeded (0: never)",
+    ["storage_job"],
 )

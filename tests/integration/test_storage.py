@@ -224,7 +224,7 @@ def test_a_failing_storage_job_is_a_p1_alert_in_the_worker_and_its_metrics(
         assert "already exists" in alert["summary"]
         assert client.sismember(ACTIVE_SET, alert["fingerprint"])
         metrics = wait_for(lambda: _metrics(worker.port), 30, "the worker's metrics")
-        assert f'guardian_storage_job_failing{{job="{NATIVE_JOB}"}} 1.0' in metrics
+        assert f'guardian_storage_job_failing{{storage_job="{NATIVE_JOB}"}} 1.0' in metrics
         worker.stop()
 
         # Fixed, the next upkeep (here: the next worker start) resolves it.
