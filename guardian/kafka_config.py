@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from guardian.errors import GuardianError
+
 if TYPE_CHECKING:
     from guardian.settings import Settings
 
@@ -57,3 +59,27 @@ def faust_broker(settings: Settings) -> dict[str, Any]:
     else:
         credentials = None
     return {"broker": servers, "broker_credentials": credentials}
+
+
+class KafkaUnavailableError(GuardianError, ConnectionError):
+    """Kafka refused or did not answer a command's client; the message carries librdkafka's reason."""
+
+
+class ErrorTrap:
+    """`error_cb` for a short-lived client. When a call fails, librdkafka says only "Broker transport
+    failure"; the reason (a refused SASL login, a name that does not resolve) reaches `error_cb` alone.
+    Authentication errors win over others."""
+
+    def __init__(self) -> None:
+        self.error: Any = None
+
+    def __call__(self, error: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if self.error is None or error.code() == KafkaError._AUTHENTICATION:
+            self.error = error
+
+    def reason(self, client: Any, failure: object) -> str:
+        """The best reason for `failure` of `client` (an AdminClient, Consumer or Producer)."""
+        client.poll(0)  # serves the error callbacks waiting
+        return self.error.str() if self.error is not None else str(failure)

@@ -9,6 +9,7 @@ defaults that would work in production: see `require_secret`.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -243,12 +244,29 @@ def get_settings() -> Settings:
     return Settings()
 
 
+SECRETS = {"api_token", "kafka_sasl_password"}
+
+
+def masked(name: str, value: object) -> str:
+    """A setting's value as it may be printed: secrets, and a password inside a URL, as ****."""
+    if value is None or value == "":
+        return ""
+    if name in SECRETS:
+        return "****"
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1****@", str(value))
+
+
 def describe_config_error(error: ValidationError) -> str:
-    """A ValidationError in the variable names people actually set."""
+    """A ValidationError in the variable names people actually set, secrets masked."""
     lines = []
     for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else "?"
-        lines.append(f"  GUARDIAN_{field.upper()}={problem.get('input')!r}: {problem['msg']}")
+        if not problem["loc"]:
+            # A rule across settings: its message names the variables, and its input is every setting,
+            # secrets included, so it is never printed.
+            lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
+            continue
+        field = str(problem["loc"][0])
+        lines.append(f"  GUARDIAN_{field.upper()}={masked(field, problem.get('input'))!r}: {problem['msg']}")
     return "bad configuration:\n" + "\n".join(lines)
 
 

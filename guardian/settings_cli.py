@@ -6,13 +6,12 @@ tests/unit/test_settings.py fails when the two differ, so the page cannot drift 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 from pydantic.fields import FieldInfo
 
-from guardian.settings import Settings, get_settings
+from guardian.settings import Settings, get_settings, masked
 
 # Defaults that depend on where the process runs, said the way a reader can use them.
 SHOWN_DEFAULTS = {
@@ -33,7 +32,6 @@ SECTIONS = {
     "stack_dir": "Local stack (`guardian stack`, development and CI only)",
     "log_level": "Logging",
 }
-SECRETS = {"api_token", "kafka_sasl_password"}
 INTRO = """# Configuration
 
 One settings object (`guardian/settings.py`), read from environment variables with the
@@ -61,15 +59,6 @@ def configuration_page() -> str:
     return "".join(parts)
 
 
-def _masked(name: str, value: object) -> str:
-    if value is None or value == "":
-        return ""
-    if name in SECRETS:
-        return "****"
-    text = str(value)
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1****@", text)  # a password inside a URL
-
-
 @click.group()
 def settings() -> None:
     """The settings in effect, and the configuration page."""
@@ -80,7 +69,7 @@ def show() -> None:
     """Print every GUARDIAN_ variable's value in effect (secrets masked)."""
     current = get_settings()
     for name in Settings.model_fields:
-        click.echo(f"GUARDIAN_{name.upper()}={_masked(name, getattr(current, name))}")
+        click.echo(f"GUARDIAN_{name.upper()}={masked(name, getattr(current, name))}")
 
 
 @settings.command()

@@ -29,7 +29,7 @@ def worker(loglevel: str | None) -> None:
         _faust_level(loglevel or settings.log_level),
         "--web-port",
         str(settings.worker_web_port),
-        "--web-bind=127.0.0.1",
+        f"--web-bind={settings.worker_web_bind}",
     ]
     app.main()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from guardian.kafka_config import client_config
+from guardian.kafka_config import ErrorTrap, KafkaUnavailableError, client_config
 from guardian.settings import Settings
 from guardian.stream_processors.dlq import headers_dict
 from guardian.stream_processors.outbox import OutboxError
@@ -25,6 +25,7 @@ class DeadLetter:
 
 def read_dlq(settings: Settings, limit: int | None, group: str | None = None) -> list[DeadLetter]:
     """Records from the start (or from `group`'s committed offsets) up to the current end."""
+    trap = ErrorTrap()
     consumer = Consumer(
         client_config(
             settings,
@@ -32,11 +33,17 @@ def read_dlq(settings: Settings, limit: int | None, group: str | None = None) ->
                 "group.id": group or f"{settings.worker_group}-dlq-inspect",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                "error_cb": trap,
+                "log_level": 0,
             },
         )
     )
     try:
-        partitions = consumer.list_topics(settings.dlq_topic, timeout=10).topics[settings.dlq_topic].partitions
+        try:
+            topic = consumer.list_topics(settings.dlq_topic, timeout=10).topics[settings.dlq_topic]
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"Kafka at {settings.kafka_bootstrap}: {trap.reason(consumer, exc)}") from exc
+        partitions = topic.partitions
         assignment = []
         ends = {}
         for p in partitions:

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from guardian.kafka_config import client_config
+from guardian.kafka_config import ErrorTrap, client_config
 from guardian.settings import Settings
 
 
@@ -26,11 +26,14 @@ class Probe:
 def probe_kafka(settings: Settings, timeout: float = 5.0) -> Probe:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(client_config(settings, {"log_level": 0}))
+    trap = ErrorTrap()
+    admin = AdminClient(client_config(settings, {"log_level": 0, "error_cb": trap}))
     try:
         metadata = admin.list_topics(timeout=timeout)
-    except Exception as exc:  # KafkaException: broker unreachable
-        return Probe("kafka", settings.kafka_bootstrap, False, f"unreachable ({exc})", reachable=False)
+    except Exception as exc:  # KafkaException: broker unreachable, or refusing us
+        return Probe(
+            "kafka", settings.kafka_bootstrap, False, f"unreachable ({trap.reason(admin, exc)})", reachable=False
+        )
     topics = [settings.events_topic, settings.alerts_topic, settings.dlq_topic]
     missing = [t for t in topics if t not in metadata.topics]
     if missing:

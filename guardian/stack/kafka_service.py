@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from guardian.cpus import idle_priority_threads
-from guardian.kafka_config import client_config
+from guardian.kafka_config import ErrorTrap, KafkaUnavailableError, client_config
 from guardian.settings import Settings
 from guardian.stack.errors import StackError
 from guardian.stack.layout import StackLayout
@@ -222,7 +222,10 @@ class KafkaService:
 
         try:
             # log_level 0: "connection refused" while the broker boots is expected, not worth a line.
-            local = self.settings.model_copy(update={"kafka_bootstrap": self.address})
+            # The broker _write_config() made listens in PLAINTEXT, whatever the settings say of other clusters.
+            local = self.settings.model_copy(
+                update={"kafka_bootstrap": self.address, "kafka_security_protocol": "PLAINTEXT"}
+            )
             AdminClient(client_config(local, {"log_level": 0})).list_topics(timeout=1)
         except Exception:
             return False
@@ -234,12 +237,17 @@ class KafkaService:
     def ensure_topics(self) -> list[str]:
         """Create the platform's topics when missing, and set the retention and segment time of existing
         ones to what the settings say; returns what it did."""
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient, NewTopic
 
         s = self.settings
         # The configured bootstrap, not the local port: `guardian stack init` runs this against any cluster.
-        admin = AdminClient(client_config(s, {"log_level": 0}))
-        existing = admin.list_topics(timeout=10).topics
+        trap = ErrorTrap()
+        admin = AdminClient(client_config(s, {"log_level": 0, "error_cb": trap}))
+        try:
+            existing = admin.list_topics(timeout=10).topics
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"Kafka at {s.kafka_bootstrap}: {trap.reason(admin, exc)}") from exc
         retention_ms = str(s.events_retention_hours * 3600 * 1000)
         # Segments roll hourly, so a quiet partition holds at most retention + 1 h of events (Kafka deletes
         # a segment only once its newest record expired; with the default 7-day segments, up to twice the

@@ -57,16 +57,15 @@ class Stack:
     def init(self, report: Callable[[str], None] = print) -> None:
         """Schema, storage policy and topics on already-running services (Docker, a managed cluster):
         starts nothing. Each part is done as far as its service allows; what failed is raised at the end."""
-        from confluent_kafka import KafkaException
+        from guardian.kafka_config import KafkaUnavailableError
 
         self._migrate(report)
         try:
             actions = self.kafka.ensure_topics()
-        except KafkaException as exc:
+        except KafkaUnavailableError as exc:
             raise StackError(
-                f"the database is ready, but Kafka at {self.settings.kafka_bootstrap} did not answer"
-                f" ({exc.args[0].str() if exc.args else exc}); start it (or fix GUARDIAN_KAFKA_BOOTSTRAP)"
-                " and run `guardian stack init` again"
+                f"the database is ready, but {exc}; fix that (Kafka running? GUARDIAN_KAFKA_BOOTSTRAP and its"
+                " security settings?) and run `guardian stack init` again"
             ) from exc
         for action in actions:
             report(action)

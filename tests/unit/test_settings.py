@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from guardian.errors import ConfigError
-from guardian.settings import Settings, require_secret
-from guardian.settings_cli import _masked, configuration_page
+from guardian.settings import Settings, describe_config_error, masked, require_secret
+from guardian.settings_cli import configuration_page
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
 
@@ -56,9 +57,21 @@ def test_the_configuration_page_is_generated_from_the_settings():
     assert all(f"`GUARDIAN_{name.upper()}`" in page for name in Settings.model_fields)
 
 
+def test_a_configuration_error_never_prints_a_secret():
+    env = {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_password": "s3cret", "api_token": "t0ken"}
+    with pytest.raises(ValidationError) as caught:
+        Settings(**env)
+    text = describe_config_error(caught.value)
+    assert "GUARDIAN_KAFKA_SASL_USERNAME" in text
+    assert "s3cret" not in text and "t0ken" not in text
+    with pytest.raises(ValidationError) as caught:
+        Settings(postgres_dsn=None, kafka_sasl_password="s3cret")
+    assert "s3cret" not in describe_config_error(caught.value)
+
+
 def test_settings_show_masks_secrets():
-    assert _masked("api_token", "abc") == "****"
-    assert _masked("postgres_dsn", "postgresql://guardian:s3cret@db:5432/guardian") == (
+    assert masked("api_token", "abc") == "****"
+    assert masked("postgres_dsn", "postgresql://guardian:s3cret@db:5432/guardian") == (
         "postgresql://guardian:****@db:5432/guardian"
     )
-    assert _masked("postgres_dsn", "postgresql://guardian@127.0.0.1:15432/guardian").endswith("15432/guardian")
+    assert masked("postgres_dsn", "postgresql://guardian@127.0.0.1:15432/guardian").endswith("15432/guardian")
