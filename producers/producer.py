@@ -104,6 +104,8 @@ class GuardianProducer:
     so a restarted host finds its spool again. With the default spool directory, spools of producers
     that are gone are adopted and drained first (producers/orphans.py)."""
 
+    _auth_error = ""  # the refused login last logged (error_cb may run before __init__ ends)
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -455,6 +457,10 @@ class GuardianProducer:
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             log.error("kafka producer fatal error", error=str(error))
+        elif error.code() == KafkaError._AUTHENTICATION:  # events spool meanwhile; said once per message
+            if error.str() != self._auth_error:
+                log.error("kafka refuses the producer's credentials", error=error.str(), producer_id=self.producer_id)
+            self._auth_error = error.str()
         elif error.code() == KafkaError._ALL_BROKERS_DOWN:
             log.warning("all kafka brokers down", producer_id=self.producer_id)
 

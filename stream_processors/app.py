@@ -264,6 +264,12 @@ async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.R
     # (a store down that long, a stuck step) or the ingest loop stopped: `reason` says what it waits on.
     # A store outage shorter than that, no partitions, or a consumer error (a topic not created yet)
     # leave it ok: the fields say why nothing moves.
+    refused = SOURCE.refused if SOURCE else ""
+    if refused:  # e.g. revoked credentials: nothing will move until someone fixes them
+        return web.json(
+            {"status": "refused", "reason": f"kafka refuses the worker: {refused}", "consumer_error": refused},
+            status=503,
+        )
     return web.json(
         {
             "status": "stalled" if PROGRESS.stalled else "ok",

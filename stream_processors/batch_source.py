@@ -64,6 +64,7 @@ class BatchSource:
                 **WORKER_FETCH,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "on_commit": self._on_commit,
+                "error_cb": self._on_kafka_error,
             }
         )
         # One thread: librdkafka consumer calls must not overlap.
@@ -72,6 +73,8 @@ class BatchSource:
         # The consumer's last error, e.g. the topic does not exist; cleared once it consumes again.
         # Shown by the worker's /healthz, logged once per distinct error.
         self.last_error = ""
+        # Kafka refusing this worker's credentials (or a fatal client error): /healthz is not ok while it lasts.
+        self.refused = ""
         self._done: dict[int, int] = {}  # partition -> highest offset whose batch is complete, not yet committed
         self._last_commit = time.monotonic()
         self.committed_at = time.monotonic()  # when Kafka last confirmed a commit of ours (for /healthz)
@@ -79,6 +82,14 @@ class BatchSource:
         self._consumer.subscribe(
             [topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb, on_lost=self._lost_cb
         )
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        """Client-level errors (librdkafka's error_cb, on the source's thread). A refused login reaches
+        only this callback: consume() just sees no records, and /healthz said ok."""
+        if error.code() == KafkaError._AUTHENTICATION or error.fatal():
+            if error.str() != self.refused:
+                log.error("kafka refuses the worker", error=error.str(), topic=self.topic)
+            self.refused = self.last_error = error.str()
 
     # Rebalance callbacks run inside consume(), on the source's thread.
     def _assigned_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -124,7 +135,7 @@ class BatchSource:
                     log.warning("consumer error", error=str(error), topic=self.topic)
                 self.last_error, failed = str(error), True
         if not failed and (good or self.assigned):  # consuming again (an idle topic has no records)
-            self.last_error = ""
+            self.last_error = self.refused = ""
         return good
 
     def _take(self, max_records: int, wait_s: float) -> list[Message]:

@@ -112,3 +112,15 @@ def test_end_of_partition_is_not_an_error_and_other_errors_are_kept_for_health()
     consumer.ready = [Message(0, 4)]
     asyncio.run(source.next_batch(10, 0.0))
     assert source.last_error == ""  # consuming again clears it
+
+
+def test_a_refused_login_is_kept_for_health_until_consuming_works_again():
+    source, consumer = make()
+    consumer.config["error_cb"](KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: Invalid password"))
+    assert source.refused == source.last_error == "SASL authentication error: Invalid password"
+    consumer.config["error_cb"](KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
+    assert source.refused == "SASL authentication error: Invalid password"  # a transport error is not a refusal
+    consumer.on_assign(consumer, [TopicPartition("events", 0)])
+    consumer.ready = [Message(0, 1)]
+    asyncio.run(source.next_batch(10, 0.0))
+    assert source.refused == source.last_error == ""
