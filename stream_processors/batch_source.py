@@ -16,6 +16,7 @@ consumer closes (at-least-once; the sinks are idempotent, so the stores end up e
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,8 @@ log = get_logger(__name__)
 
 COMMIT_INTERVAL_S = 0.2
 TOPIC_ID_TIMEOUT_S = 10.0
+REFUSED_FRESH_S = 30.0
+_AFTER = re.compile(r" \(after \d+ms in state \w+\)$")
 # The broker answers a fetch once 16 KB are there or 5 ms have passed, instead of at the first byte.
 # Measured at 5k events/s: batches of ~24 events instead of ~14, and the worker, broker, Redis and
 # PostgreSQL together used 89% of a core instead of 119%; emit->Redis p50 22-24 ms instead of 20-22 ms.
@@ -74,7 +77,8 @@ class BatchSource:
         # Shown by the worker's /healthz, logged once per distinct error.
         self.last_error = ""
         # Kafka refusing this worker's credentials (or a fatal client error): /healthz is not ok while it lasts.
-        self.refused = ""
+        self._refusal = ""
+        self._refused_at = 0.0
         self._done: dict[int, int] = {}  # partition -> highest offset whose batch is complete, not yet committed
         self._last_commit = time.monotonic()
         self.committed_at = time.monotonic()  # when Kafka last confirmed a commit of ours (for /healthz)
@@ -87,9 +91,18 @@ class BatchSource:
         """Client-level errors (librdkafka's error_cb, on the source's thread). A refused login reaches
         only this callback: consume() just sees no records, and /healthz said ok."""
         if error.code() == KafkaError._AUTHENTICATION or error.fatal():
-            if error.str() != self.refused:
-                log.error("kafka refuses the worker", error=error.str(), topic=self.topic)
-            self.refused = self.last_error = error.str()
+            text = error.str()
+            # librdkafka ends the text with "(after 104ms in state AUTH_REQ)": the same refusal, said once.
+            if _AFTER.sub("", text) != _AFTER.sub("", self._refusal) or not self.refused:
+                log.error("kafka refuses the worker", error=text, topic=self.topic)
+            self._refusal, self._refused_at = text, time.monotonic()
+            self.last_error = text
+
+    @property
+    def refused(self) -> str:
+        """Why Kafka refuses this worker, while it does: librdkafka retries a refused login every few
+        seconds (reconnect.backoff.max.ms, 10 s), so a refusal older than REFUSED_FRESH_S is over."""
+        return self._refusal if time.monotonic() - self._refused_at < REFUSED_FRESH_S else ""
 
     # Rebalance callbacks run inside consume(), on the source's thread.
     def _assigned_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -135,7 +148,7 @@ class BatchSource:
                     log.warning("consumer error", error=str(error), topic=self.topic)
                 self.last_error, failed = str(error), True
         if not failed and (good or self.assigned):  # consuming again (an idle topic has no records)
-            self.last_error = self.refused = ""
+            self.last_error = self.refused
         return good
 
     def _take(self, max_records: int, wait_s: float) -> list[Message]:

@@ -114,13 +114,30 @@ def test_end_of_partition_is_not_an_error_and_other_errors_are_kept_for_health()
     assert source.last_error == ""  # consuming again clears it
 
 
-def test_a_refused_login_is_kept_for_health_until_consuming_works_again():
+def test_a_refused_login_is_reported_while_kafka_keeps_refusing(monkeypatch):
     source, consumer = make()
-    consumer.config["error_cb"](KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: Invalid password"))
-    assert source.refused == source.last_error == "SASL authentication error: Invalid password"
+    refusal = "SASL authentication error: Invalid password (after 104ms in state AUTH_REQ)"
+    consumer.config["error_cb"](KafkaError(KafkaError._AUTHENTICATION, refusal))
+    assert source.refused == source.last_error == refusal
     consumer.config["error_cb"](KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
-    assert source.refused == "SASL authentication error: Invalid password"  # a transport error is not a refusal
+    assert source.refused == refusal  # a transport error is not a refusal
+    # Empty polls while partitions are still assigned do not clear it (they did, for a session's time).
     consumer.on_assign(consumer, [TopicPartition("events", 0)])
+    asyncio.run(source.next_batch(10, 0.0))
+    assert source.refused == refusal and source.last_error == refusal
+    # librdkafka retries a refused login every few seconds: once they stop, the refusal is over.
+    monkeypatch.setattr(batch_source, "REFUSED_FRESH_S", 0.0)
+    assert source.refused == ""
     consumer.ready = [Message(0, 1)]
     asyncio.run(source.next_batch(10, 0.0))
-    assert source.refused == source.last_error == ""
+    assert source.last_error == ""
+
+
+def test_the_same_refusal_is_logged_once(monkeypatch):
+    _source, consumer = make()
+    logged: list[str] = []
+    monkeypatch.setattr(batch_source.log, "error", lambda event, **fields: logged.append(fields["error"]))
+    for after in (104, 183, 97):
+        refusal = f"SASL authentication error: Invalid password (after {after}ms in state AUTH_REQ)"
+        consumer.config["error_cb"](KafkaError(KafkaError._AUTHENTICATION, refusal))
+    assert len(logged) == 1
