@@ -108,6 +108,7 @@ class BatchSource:
     def _assigned_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with self._lock:
             self._assigned.update(p.partition for p in partitions)
+        self._refusal = ""  # joined the group: Kafka takes our login again
         log.info("partitions assigned", partitions=sorted(p.partition for p in partitions))
         self._on_change("assigned", [p.partition for p in partitions])
 
@@ -147,6 +148,8 @@ class BatchSource:
                 if str(error) != self.last_error:
                     log.warning("consumer error", error=str(error), topic=self.topic)
                 self.last_error, failed = str(error), True
+        if good:
+            self._refusal = ""  # records arrive: Kafka takes our login again
         if not failed and (good or self.assigned):  # consuming again (an idle topic has no records)
             self.last_error = self.refused
         return good

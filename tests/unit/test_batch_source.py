@@ -116,21 +116,23 @@ def test_end_of_partition_is_not_an_error_and_other_errors_are_kept_for_health()
 
 def test_a_refused_login_is_reported_while_kafka_keeps_refusing(monkeypatch):
     source, consumer = make()
+    consumer.on_assign(consumer, [TopicPartition("events", 0)])
     refusal = "SASL authentication error: Invalid password (after 104ms in state AUTH_REQ)"
     consumer.config["error_cb"](KafkaError(KafkaError._AUTHENTICATION, refusal))
     assert source.refused == source.last_error == refusal
     consumer.config["error_cb"](KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
     assert source.refused == refusal  # a transport error is not a refusal
     # Empty polls while partitions are still assigned do not clear it (they did, for a session's time).
-    consumer.on_assign(consumer, [TopicPartition("events", 0)])
     asyncio.run(source.next_batch(10, 0.0))
     assert source.refused == refusal and source.last_error == refusal
-    # librdkafka retries a refused login every few seconds: once they stop, the refusal is over.
-    monkeypatch.setattr(batch_source, "REFUSED_FRESH_S", 0.0)
-    assert source.refused == ""
+    # Records arriving, or joining the group again, prove the login works.
     consumer.ready = [Message(0, 1)]
     asyncio.run(source.next_batch(10, 0.0))
-    assert source.last_error == ""
+    assert source.refused == source.last_error == ""
+    # librdkafka retries a refused login every few seconds: once the refusals stop, it is over.
+    consumer.config["error_cb"](KafkaError(KafkaError._AUTHENTICATION, refusal))
+    monkeypatch.setattr(batch_source, "REFUSED_FRESH_S", 0.0)
+    assert source.refused == ""
 
 
 def test_the_same_refusal_is_logged_once(monkeypatch):
