@@ -81,10 +81,13 @@ def _print_status() -> int:
     from guardian.stack.health import probe_all
 
     settings = get_settings()
-    pids = _stack().pids()
+    stack = _stack()
+    pids = stack.pids()
     probes = probe_all(settings)
     click.echo(f"{'service':<9} {'address':<36} {'pid':>7}  {'health':<9} detail")
     for probe in probes:
-        pid = pids.get(probe.name)
+        # The local service's pid only when the settings point at it, not beside another server's address.
+        local = stack.services[probe.name].address in probe.address
+        pid = pids.get(probe.name) if local else None
         click.echo(f"{probe.name:<9} {probe.address:<36} {pid or '-':>7}  {probe.health:<9} {probe.detail}")
     return 0 if all(p.healthy for p in probes) else 1

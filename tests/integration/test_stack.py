@@ -49,6 +49,15 @@ def test_second_up_changes_nothing(settings: Settings):
     assert _without_ages(guardian("stack", "status").stdout) == _without_ages(before)
 
 
+def test_status_shows_no_local_pid_beside_another_servers_address(settings: Settings):
+    status = guardian("stack", "status", env={"GUARDIAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    assert status.returncode == 1
+    [kafka] = [line.split() for line in status.stdout.splitlines() if line.startswith("kafka")]
+    assert kafka[2:4] == ["-", "DOWN"], kafka
+    [redis] = [line.split() for line in status.stdout.splitlines() if line.startswith("redis")]
+    assert redis[2].isdigit()  # the local one, still
+
+
 def test_init_without_kafka_does_the_database_and_says_what_is_missing(settings: Settings):
     result = guardian("stack", "init", env={"GUARDIAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
     assert result.returncode == 2
