@@ -97,9 +97,9 @@ def _say(interval: timedelta | None) -> str:
     return f"{number:g} {unit}{'' if number == 1 else 's'}"
 
 
-async def reconcile(conn: asyncpg.Connection, policy: StoragePolicy) -> list[str]:
-    """Make the store's retention, chunk interval and compression follow `policy`; the changes made."""
-    mode = await recorded_mode(conn)
+async def reconcile(conn: asyncpg.Connection, policy: StoragePolicy, mode: str | None) -> list[str]:
+    """Make the store's retention, chunk interval and compression follow `policy` in the recorded
+    `mode`; the changes made."""
     if mode == TIMESCALEDB:
         return await _reconcile_timescaledb(conn, policy)
     if mode == NATIVE:
@@ -173,10 +173,10 @@ async def _reconcile_timescaledb(conn: asyncpg.Connection, policy: StoragePolicy
 
 
 # --- maintenance --------------------------------------------------------------------------------
-async def maintain(conn: asyncpg.Connection, policy: StoragePolicy) -> list[str]:
+async def maintain(conn: asyncpg.Connection, policy: StoragePolicy, mode: str | None) -> list[str]:
     """One maintenance run, recorded as a job run: native mode's partitions and pruning (TimescaleDB's
     own jobs do that in its mode: nothing to run). Call it holding the upkeep lock (upkeep() does)."""
-    if await recorded_mode(conn) != NATIVE:
+    if mode != NATIVE:
         return []
     await conn.execute(
         "INSERT INTO guardian_storage_jobs (job, last_start, runs) VALUES ($1, now(), 1) ON CONFLICT (job)"
@@ -210,8 +210,9 @@ async def upkeep(dsn: str, policy: StoragePolicy) -> list[str]:
         await conn.execute(f"SET lock_timeout = '{UPKEEP_LOCK_TIMEOUT_S}s'")
         await conn.execute("SELECT pg_advisory_lock($1)", UPKEEP_LOCK)
         try:
-            changes = await reconcile(conn, policy)
-            actions = await maintain(conn, policy)
+            mode = await recorded_mode(conn)
+            changes = await reconcile(conn, policy, mode)
+            actions = await maintain(conn, policy, mode)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", UPKEEP_LOCK)
     finally:
@@ -264,9 +265,9 @@ def _say_age(age: timedelta) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-async def job_health(conn: asyncpg.Connection) -> list[JobHealth]:
-    """The storage jobs of the recorded mode with their last success and failure."""
-    mode = await recorded_mode(conn)
+async def job_health(conn: asyncpg.Connection, mode: str | None = None) -> list[JobHealth]:
+    """The storage jobs of the recorded mode (read here unless given) with their last success and failure."""
+    mode = mode or await recorded_mode(conn)
     if mode == NATIVE:
         rows = await conn.fetch(
             "SELECT job, last_success, last_failure, last_error FROM guardian_storage_jobs ORDER BY job"

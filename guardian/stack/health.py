@@ -64,7 +64,7 @@ async def _postgres_facts(dsn: str, timeout: float) -> tuple[str, str | None, st
     try:
         version = await conn.fetchval("SHOW server_version")
         mode = await recorded_mode(conn)
-        jobs = await job_health(conn) if mode else []
+        jobs = await job_health(conn, mode) if mode else []
         return version, mode, await mode_by_rule(conn), jobs
     finally:
         await conn.close()
