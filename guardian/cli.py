@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "worker": "guardian.stream_processors.cli:worker",
     "dlq": "guardian.stream_processors.cli:dlq",
     "alerts": "guardian.stream_processors.alerts.cli:alerts",
+    "recover": "guardian.stream_processors.recovery.cli:recover",
     "demo": "guardian.demo:demo",
     "bench": "bench.cli:bench",
     "api": "guardian.api.cli:api",
@@ -68,3 +69,7 @@ def main() -> None:
     except GuardianError as error:  # said plainly: what is wrong and what to do, no traceback
         click.echo(f"guardian: {error}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # `python -m guardian.cli`: how a worker starts a rebuild in a child process
+    main()

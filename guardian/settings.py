@@ -175,6 +175,26 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- Recovery (L3) ----------------------------------------------------------
+    checkpoints_topic: str = Field(
+        "guardian.checkpoints.v1",
+        description="Compacted topic of checkpoints: the fleet's derived state and each trading host's snapshot.",
+    )
+    checkpoint_interval_s: float = Field(
+        30,
+        gt=0,
+        description=(
+            "How often the fleet checkpoints the hot view's state, the alert state and the silences (and at a "
+            "clean shutdown); a rebuilt Redis replays at most this much of the events topic beyond it."
+        ),
+    )
+    checkpoints_kept: int = Field(
+        3, ge=2, description="Checkpoints kept per owner (fleet or host): a corrupt newest one falls back to older."
+    )
+    restore_timeout_s: float = Field(
+        3.0, gt=0, description="Default deadline of a trading host's `restore()`: it returns what it has by then."
+    )
+
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the query API listens on.")
     api_port: int = Field(18080, description="Port of the query API.")

@@ -33,9 +33,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CollectorRegistry
 
@@ -44,8 +46,10 @@ from guardian.errors import GuardianError
 from guardian.kafka_config import client_config
 from guardian.logs import get_logger
 from guardian.producers.drain import SpoolDrain
+from guardian.producers.host_checkpoint import HostCheckpoints
 from guardian.producers.metrics import ProducerCollector
 from guardian.producers.orphans import TOPIC_FILE, SpoolInUseError, adopt, claim_orphans, lock_spool, set_aside
+from guardian.producers.restore import RestoredState, restore
 from guardian.producers.spool import FullPolicy, Spool
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.events import Detector, Payload
@@ -171,6 +175,12 @@ class GuardianProducer:
             **(kafka_config or {}),
         }
         self._max_event_bytes = int(config.get("message.max.bytes", 1_000_000)) - RECORD_FRAMING_MARGIN
+        self._settings = settings
+        self._spool_path = spool_path
+        checkpoint_config = {**config, "message.timeout.ms": 60_000, "queue.buffering.max.messages": 16}
+        self._checkpoints = HostCheckpoints(
+            self.producer_id, spool_path, settings.checkpoints_topic, checkpoint_config, settings.checkpoints_kept
+        )
         # Two librdkafka instances. The direct one reports only failures to Python; the drain one
         # reports every delivery, because each ack may free a spool segment. They never send at
         # the same time: the drain starts only once the direct queue is empty, and direct sending
@@ -434,6 +444,55 @@ class GuardianProducer:
             }
         )
 
+    # -- recovery -------------------------------------------------------------------------------
+    def checkpoint(self, state: Any) -> None:
+        """Save the host's own guardrail state (rolling windows, baselines...): bytes, or anything orjson
+        serializes (dicts, lists, numbers, strings, dataclasses). Never blocks on I/O: the background
+        thread writes the newest one to the spool directory and to Kafka's checkpoint topic, and a newer
+        call replaces one not written yet. `restore()` gives it back. Call it every few seconds."""
+        if self._closed:
+            raise ProducerClosedError("checkpoint() after close()")
+        if isinstance(state, bytes | bytearray | memoryview):
+            self._checkpoints.offer(bytes(state), serialized=False)
+        else:
+            self._checkpoints.offer(orjson.dumps(state), serialized=True)
+
+    def restore(self, symbols: Iterable[str] | None = None, *, timeout_s: float | None = None) -> RestoredState:
+        """The host's guardrail state at start, before trading resumes: per symbol the breaker, the newest
+        latency figures and the newest drift per metric, and the host's own last `checkpoint()`.
+
+        `symbols`: the symbols to restore (None: every symbol this producer emitted for). Returns within
+        `timeout_s` (default GUARDIAN_RESTORE_TIMEOUT_S) and never raises for an unreachable store:
+        `source` says what answered (`none` and `degraded` when nothing did, `problems` why). Each call
+        emits a TRADING_HOST event; a degraded one fires the P0 alert `host-started-without-state`."""
+        timeout = self._settings.restore_timeout_s if timeout_s is None else timeout_s
+        result = restore(self._settings, self.producer_id, self._spool_path, symbols, timeout)
+        if result.degraded:
+            log.error("guardrail state not restored: deciding without it is up to the host",
+                      problems=list(result.problems), producer_id=self.producer_id)  # fmt: skip
+        else:
+            log.info("guardrail state restored", source=result.source, symbols=len(result.symbols),
+                     snapshot=result.snapshot_source, ms=result.elapsed_ms, producer_id=self.producer_id)  # fmt: skip
+        self.emit(
+            {
+                "symbol": self.producer_id[:MAX_SYMBOL_LENGTH],
+                "detector": Detector.TRADING_HOST.value,
+                "severity": "CRITICAL" if result.degraded else "INFO",
+                "payload": (
+                    Payload.HOST_RESTORE.value,
+                    {
+                        "outcome": "DEGRADED" if result.degraded else "COMPLETE",
+                        "source": result.source,
+                        "symbols": len(result.symbols),
+                        "snapshot_found": result.snapshot is not None,
+                        "elapsed_ms": result.elapsed_ms,
+                        "problems": "\n".join(result.problems)[:4000],
+                    },
+                ),
+            }
+        )
+        return result
+
     # -- delivery -------------------------------------------------------------------------------
     def _on_direct_failure(self, error: KafkaError | None, message: Any) -> None:
         """Only failures arrive here (delivery.report.only.error): re-spool the event."""
@@ -500,6 +559,7 @@ class GuardianProducer:
         self._watch_progress(now)
         if self._spooling:
             self._drain_step()
+        self._checkpoints.maintain()
 
     def _drain_step(self) -> None:
         # Older events go first: those still queued on the direct path and adopted spools.
@@ -562,9 +622,11 @@ class GuardianProducer:
             if self._closed:
                 return
             self._closed = True
+        began = time.monotonic()
         self.flush(timeout)
         self._stop.set()
         self._thread.join()
+        self._checkpoints.close(max(1.0, timeout - (time.monotonic() - began)))
         # Purge what librdkafka still holds: each purged message comes back through the delivery
         # callback with an error and is written to the spool there.
         for producer in (self._producer, self._drainer):

@@ -52,6 +52,12 @@ except ImportError:  # pragma: no cover - depends on the fastavro build
     _FAST_WRITER = False
 _WRITE_OPTIONS = {"strict": False, "strict_allow_default": False, "disable_tuple_notation": False}
 CONFLUENT_MAGIC = 0
+# Record name -> file stem of its schema (schemas/avro/<stem>.avsc, released/<stem>.v<N>.avsc).
+STEMS = {
+    "io.guardian.events.GuardianEvent": "guardian_event",
+    "io.guardian.alerts.AlertEvent": "alert_event",
+    "io.guardian.checkpoints.Checkpoint": "checkpoint",
+}
 EVENTS_SUBJECT = "guardian.events.v1-value"
 
 
@@ -69,6 +75,12 @@ def load_event_schema() -> dict:
 def load_alert_schema() -> dict:
     """The current AlertEvent schema, parsed."""
     return fastavro.parse_schema(_load(SCHEMA_DIR / "alert_event.avsc"))
+
+
+@cache
+def load_checkpoint_schema() -> dict:
+    """The current Checkpoint schema, parsed."""
+    return fastavro.parse_schema(_load(SCHEMA_DIR / "checkpoint.avsc"))
 
 
 def released_schemas(stem: str) -> list[dict]:
@@ -116,7 +128,7 @@ class EventCodec:
         named: dict = {}
         self._plain_schema = _plain(self.schema, named)
         self._envelope = plan_for(self._plain_schema, named, _WRITE_OPTIONS) if _FAST_WRITER else None
-        stem = "alert_event" if self.schema.get("name") == "io.guardian.alerts.AlertEvent" else "guardian_event"
+        stem = STEMS.get(self.schema.get("name", ""), "guardian_event")
         # Known writers by fingerprint: the current schema and every released one.
         self._writers: dict[bytes, dict] = {schema_fingerprint(self.schema): self._plain_schema}
         for released in released_schemas(stem):

@@ -16,6 +16,7 @@ class Detector(StrEnum):
     LATENCY_SPIKE = "LATENCY_SPIKE_DETECTOR"
     DRIFT = "DRIFT_MONITOR"
     CIRCUIT_BREAKER = "CIRCUIT_BREAKER"
+    TRADING_HOST = "TRADING_HOST"  # the host itself: its restore at start
 
 
 class Payload(StrEnum):
@@ -24,6 +25,7 @@ class Payload(StrEnum):
     LATENCY_SPIKE = "io.guardian.events.LatencySpike"
     DRIFT = "io.guardian.events.Drift"
     CIRCUIT_BREAKER = "io.guardian.events.CircuitBreakerTransition"
+    HOST_RESTORE = "io.guardian.events.HostRestore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +38,10 @@ class StoredEvent:
     offset: int
     raw: bytes = b""
     key: bytes | None = None
+
+
+def event_document(event: dict) -> dict:
+    """An event as the hot view stores it and a restore returns it: the envelope, `payload_type` (the
+    record's short name) and `payload` as a plain dict."""
+    payload_name, payload = event["payload"]
+    return {**event, "payload_type": payload_name.rsplit(".", 1)[-1], "payload": payload}

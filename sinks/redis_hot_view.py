@@ -8,6 +8,7 @@ Key layout (all under the `guardian:` prefix; one Redis, not a cluster):
 | `guardian:seq:{symbol}:{detector}` | hash | producer_id -> highest sequence applied (the guard) |
 | `guardian:recent:{symbol}` | sorted set | JSON events of the last 24 h (newest `recent_max`), score = time (µs) |
 | `guardian:breaker:{symbol}` | hash | `state`, `event_time` (µs), `event` (JSON) of the last breaker transition |
+| `guardian:drift:{symbol}` | hash | metric -> JSON of the newest drift event of that metric |
 | `guardian:minute:{YYYYmmddHHMM}` | hash | detector -> events that minute (UTC); expires after 25 h |
 
 One Lua script applies a whole batch atomically. `latest` and `breaker` move only
@@ -15,6 +16,9 @@ when the event's (producer_id, sequence) is newer than the one applied, so a
 redelivered or replayed batch never moves state backwards. `recent` is a sorted set
 of the exact event JSON, so a redelivery adds nothing, and the minute counters
 count only events that were new to `recent`: the whole view is idempotent.
+
+`guardian:hotview` (STATUS_KEY) says whether the view is complete; the
+recovery layer (stream_processors/recovery.py) checkpoints and rebuilds it.
 """
 
 from __future__ import annotations
@@ -28,16 +32,26 @@ import orjson
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
-from guardian.schemas.events import StoredEvent
+from guardian.schemas.events import Payload, StoredEvent, event_document
 
 WINDOW_MICROS = 24 * 3600 * 1_000_000
+# Whether the view can be trusted: a hash with `state` (READY, or REBUILDING while the recovery layer
+# restores the newest events and breakers), `window` (COMPLETE, or REFILLING while the 24 h `recent`
+# windows and minute counters are replayed after a rebuild), `since` (µs), `checkpoint` (id of the
+# newest fleet checkpoint it reflects) and `detail`. Missing means Redis lost the view (or never had
+# one): readers treat it as incomplete.
+STATUS_KEY = "guardian:hotview"
+READY = "ready"
+REBUILDING = "rebuilding"
+COMPLETE = "complete"
+REFILLING = "refilling"
 TRIM_EVERY_S = 1.0
 RECENT_FIELDS = 5  # symbol, event time, JSON, detector, minute
-LATEST_FIELDS = 7  # symbol, detector, producer, sequence, event time, breaker state, index of its JSON
+LATEST_FIELDS = 8  # symbol, detector, producer, sequence, event time, breaker state, drift metric, JSON index
 
 # ARGV: now, window, keep (0: no trimming in this call), number of events, the events
 # (RECENT_FIELDS each), then the newest event per (symbol, detector, producer) of the batch
-# (LATEST_FIELDS each). Python picks those newest ones, so the guarded writes cost one round
+# (LATEST_FIELDS each; a drift event per metric). Python picks those newest ones, so the guarded writes cost one round
 # per key, not per event; counters are summed per (minute, detector) and written once each.
 APPLY_BATCH = """
 local now = tonumber(ARGV[1])
@@ -63,10 +77,10 @@ for counter, count in pairs(counts) do
   redis.call('HINCRBY', key, string.sub(counter, sep + 1), count)
   redis.call('EXPIRE', key, 90000)
 end
-for i = 5 + n * 5, #ARGV, 7 do
+for i = 5 + n * 5, #ARGV, 8 do
   local symbol, detector, producer = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local sequence, event_time, breaker = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]
-  local body = ARGV[5 + tonumber(ARGV[i + 6]) * 5 + 2]
+  local sequence, event_time, breaker, metric = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local body = ARGV[5 + tonumber(ARGV[i + 7]) * 5 + 2]
   local guard = 'guardian:seq:' .. symbol .. ':' .. detector
   local applied = tonumber(redis.call('HGET', guard, producer) or '-1')
   if sequence > applied then
@@ -74,6 +88,9 @@ for i = 5 + n * 5, #ARGV, 7 do
     redis.call('SET', 'guardian:latest:' .. symbol .. ':' .. detector, body)
     if breaker ~= '' then
       redis.call('HSET', 'guardian:breaker:' .. symbol, 'state', breaker, 'event_time', event_time, 'event', body)
+    end
+    if metric ~= '' then
+      redis.call('HSET', 'guardian:drift:' .. symbol, metric, body)
     end
   end
 end
@@ -90,8 +107,7 @@ return new_events
 
 def event_json(event: dict) -> bytes:
     # orjson: ~5x faster than json here, and this runs for every event the worker stores.
-    payload_name, payload = event["payload"]
-    return orjson.dumps({**event, "payload_type": payload_name.rsplit(".", 1)[-1], "payload": payload})
+    return orjson.dumps(event_document(event))
 
 
 @lru_cache(maxsize=4096)
@@ -102,10 +118,13 @@ def minute_key(minute: int) -> str:
 
 def script_args(batch: Sequence[StoredEvent], now_micros: int, recent_max: int = 10_000) -> list:
     args: list = [now_micros, WINDOW_MICROS, recent_max, len(batch)]
-    newest: dict[tuple[str, str, str], int] = {}  # (symbol, detector, producer) -> index in batch
+    # (symbol, detector, producer, drift metric) -> index in batch
+    newest: dict[tuple[str, str, str, str], int] = {}
     for index, stored in enumerate(batch):
         event = stored.event
-        key = (event["symbol"], event["detector"], event["producer_id"])
+        payload_name, payload = event["payload"]
+        metric = payload["metric"] if payload_name == Payload.DRIFT else ""
+        key = (event["symbol"], event["detector"], event["producer_id"], metric)
         best = newest.get(key)
         if best is None or event["sequence"] > batch[best].event["sequence"]:
             newest[key] = index
@@ -119,10 +138,11 @@ def script_args(batch: Sequence[StoredEvent], now_micros: int, recent_max: int =
     for index in sorted(newest.values()):  # batch order, as events would have been applied one by one
         event = batch[index].event
         payload_name, payload = event["payload"]
-        breaker = payload["to_state"] if payload_name.endswith("CircuitBreakerTransition") else ""
+        breaker = payload["to_state"] if payload_name == Payload.CIRCUIT_BREAKER else ""
+        metric = payload["metric"] if payload_name == Payload.DRIFT else ""
         args += [
             event["symbol"], event["detector"], event["producer_id"], event["sequence"], event["event_time"],
-            breaker, index,
+            breaker, metric, index,
         ]  # fmt: skip
     return args
 

@@ -44,10 +44,14 @@ from guardian.stream_processors.batch_source import BatchSource
 from guardian.stream_processors.ingest import IngestLoop
 from guardian.stream_processors.outbox import Outbox
 from guardian.stream_processors.progress import Progress
+from guardian.stream_processors.recovery.fleet import FleetRecovery
 
 log = get_logger(__name__)
 settings = get_settings()
 
+# Faust creates its data directory without parents; the default one is under $XDG_STATE_HOME, which a
+# new machine may not have yet.
+settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
 app = faust.App(
     f"{settings.worker_group}-state",  # Faust's own group: tables only; events use settings.worker_group
     **faust_broker(settings),
@@ -90,6 +94,8 @@ RECOVERY_WAIT_S = 60.0
 LOOP_LAG_PROBE_S = 0.05
 LOOP_LAG_WARN_S = 0.1  # a stall this long shows in the hot view's p99 (docs/benchmarks.md)
 PROGRESS_CHECK_S = 1.0
+HOT_VIEW_CHECK_S = 5.0
+HOT_VIEW = {"state": "unknown"}  # what the last look at `guardian:hotview` saw, for /healthz
 
 
 PROGRESS = Progress()
@@ -144,6 +150,7 @@ class IngestService(mode.Service):
         source = SOURCE = BatchSource(
             client_config(settings), settings.worker_group, settings.events_topic, hook.partitions_moved
         )
+        self.recovery = FleetRecovery(settings, self.redis, lambda: source.assigned, alert_state)
         self.ingest = IngestLoop(
             source,
             EventCodec(registry_url=settings.schema_registry_url),
@@ -174,6 +181,23 @@ class IngestService(mode.Service):
             raise
 
     @mode.Service.task
+    async def _recovery(self) -> None:
+        """Watch the hot view (rebuild it when lost) and checkpoint the fleet's state (recovery/fleet.py)."""
+        checkpoint_due = time.monotonic() + settings.checkpoint_interval_s
+        at_start = True
+        while not self.should_stop:
+            try:
+                HOT_VIEW["state"] = await self.recovery.watch(at_start=at_start)
+                at_start = False
+                if time.monotonic() >= checkpoint_due:
+                    checkpoint_due = time.monotonic() + settings.checkpoint_interval_s
+                    await self.recovery.checkpoint()
+            except Exception as exc:  # Redis or Kafka away: tried again at the next tick
+                metrics.RECOVERY_ACTIONS.labels("checkpoint or watch", "failed").inc()
+                log.warning("recovery step failed", error=repr(exc))
+            await asyncio.sleep(HOT_VIEW_CHECK_S)
+
+    @mode.Service.task
     async def _watch_progress(self) -> None:
         while not self.should_stop:
             await asyncio.sleep(PROGRESS_CHECK_S)
@@ -202,7 +226,13 @@ class IngestService(mode.Service):
     async def on_stop(self) -> None:
         if self.ingest is not None:
             self.ingest.stopping = True
-            await self.ingest.source.close()
+            leading = self.recovery.leads()
+            await self.ingest.source.close()  # commits what is done, so the last checkpoint reflects it
+            try:
+                await self.recovery.checkpoint(leading=leading)
+            except Exception as exc:
+                log.warning("no checkpoint at shutdown", error=repr(exc))
+            self.recovery.close()
             self.ingest.outbox.close()
             for sink in SINKS:
                 await sink.close()
@@ -275,6 +305,7 @@ async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.R
             "status": "stalled" if PROGRESS.stalled else "ok",
             "reason": PROGRESS.stalled,
             "stores_down": sorted(STORES_DOWN),
+            "hot_view": HOT_VIEW["state"],  # `rebuilding` or `lost` while readers should not trust it
             "partitions": SOURCE.assigned if SOURCE else [],
             "consumer_error": SOURCE.last_error if SOURCE else "",
         },

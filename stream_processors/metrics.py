@@ -47,3 +47,21 @@ STORAGE_JOB_LAST_SUCCESS = Gauge(
     "When a storage job last succeeded (0: never)",
     ["storage_job"],
 )
+RECOVERY_ACTIONS = Counter(
+    "guardian_recovery_actions",
+    "Recovery actions by outcome: checkpoint written or skipped, hot view rebuild started/finished/failed, "
+    "a corrupt checkpoint skipped",
+    ["action", "outcome"],
+)
+RECOVERY_CHECKPOINT_SECONDS = Histogram(
+    "guardian_recovery_checkpoint_seconds",
+    "Time to take and write one fleet checkpoint",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RECOVERY_CHECKPOINT_BYTES = Gauge("guardian_recovery_checkpoint_bytes", "Size of the last fleet checkpoint written")
+RECOVERY_CHECKPOINT_TIMESTAMP = Gauge(
+    "guardian_recovery_checkpoint_timestamp_seconds", "When this worker last wrote a fleet checkpoint (0: never)"
+)
+RECOVERY_REBUILDING = Gauge(
+    "guardian_recovery_hot_view_rebuilding", "1 while the Redis hot view is incomplete: being rebuilt, or lost"
+)

@@ -34,7 +34,7 @@ def probe_kafka(settings: Settings, timeout: float = 5.0) -> Probe:
         return Probe(
             "kafka", settings.kafka_bootstrap, False, f"unreachable ({trap.reason(admin, exc)})", reachable=False
         )
-    topics = [settings.events_topic, settings.alerts_topic, settings.dlq_topic]
+    topics = [settings.events_topic, settings.alerts_topic, settings.dlq_topic, settings.checkpoints_topic]
     missing = [t for t in topics if t not in metadata.topics]
     if missing:
         return Probe("kafka", settings.kafka_bootstrap, False, f"up, but topics missing: {', '.join(missing)}")

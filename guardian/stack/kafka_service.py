@@ -13,6 +13,7 @@ from typing import Any
 
 from guardian.cpus import idle_priority_threads
 from guardian.kafka_config import ErrorTrap, KafkaUnavailableError, client_config
+from guardian.schemas.checkpoint import TOPIC_CONFIG as CHECKPOINT_TOPIC_CONFIG
 from guardian.settings import Settings
 from guardian.stack.errors import StackError
 from guardian.stack.layout import StackLayout
@@ -257,6 +258,8 @@ class KafkaService:
             s.events_topic: NewTopic(s.events_topic, s.events_partitions, 1, config=topic_config),
             s.alerts_topic: NewTopic(s.alerts_topic, 3, 1, config=topic_config),
             s.dlq_topic: NewTopic(s.dlq_topic, 3, 1, config=topic_config),
+            # Compacted: the newest record per key lives as long as the topic (sinks/checkpoints.py).
+            s.checkpoints_topic: NewTopic(s.checkpoints_topic, 1, 1, config=CHECKPOINT_TOPIC_CONFIG),
         }
         actions = []
         to_create = [topic for name, topic in wanted.items() if name not in existing]
@@ -275,7 +278,10 @@ class KafkaService:
                 f"warning: {s.events_topic} has {len(existing[s.events_topic].partitions)} partitions, "
                 f"settings say {s.events_partitions} (partitions are never changed automatically)"
             )
-        actions += _reconcile_topic_configs(admin, [n for n in wanted if n in existing], topic_config)
+        retained = [n for n in wanted if n in existing and n != s.checkpoints_topic]
+        actions += _reconcile_topic_configs(admin, retained, topic_config)
+        if s.checkpoints_topic in existing:
+            actions += _reconcile_topic_configs(admin, [s.checkpoints_topic], CHECKPOINT_TOPIC_CONFIG)
         return actions
 
 

@@ -69,6 +69,7 @@ from guardian.schemas.events import Payload, StoredEvent
 from guardian.stream_processors.alerts.rules import (
     BreakerOpenRule,
     DriftSustainedRule,
+    HostRestoreDegradedRule,
     LatencySpikesRule,
     RuleSet,
 )
@@ -86,6 +87,7 @@ DEFAULT_SUMMARIES = {
     "latency_spikes": "{count} latency spikes on {symbol} within {window_s:g} s",
     "drift_sustained": "{metric} drift on {symbol} above {score_above:g} for {for_s:g} s (score {score:.2f})",
     "producer_silent": "producer {producer_id} sent nothing for {silent_s:.0f} s",
+    "host_restore_degraded": "trading host {host} ({producer_id}) started without its guardrail state: {problems}",
 }
 
 
@@ -162,6 +164,7 @@ class AlertEngine:
         self._spikes = rules.of_kind("latency_spikes")
         self._drift = rules.of_kind("drift_sustained")
         self._silent = rules.of_kind("producer_silent")
+        self._restore = rules.of_kind("host_restore_degraded")
         self._by_name = {rule.name: rule for rule in rules.rules}
         self._dirty: dict[str, dict | None] = {}
         self.unflushed_writes = 0  # store writes since the owner last made them durable (hook.py)
@@ -223,6 +226,9 @@ class AlertEngine:
             elif kind == Payload.DRIFT:
                 for rule in self._drift:
                     out += self._on_drift(rule, event, payload, stored.partition, now_us)
+            elif kind == Payload.HOST_RESTORE:
+                for rule in self._restore:
+                    out += self._on_restore(rule, event, payload, stored.partition, now_us)
         self._seen_before = False
         if self.log_id:
             for partition, offset in newest.items():
@@ -249,6 +255,14 @@ class AlertEngine:
         if payload["to_state"] == "CLOSED":  # HALF_OPEN is still a tripped breaker
             return self._resolve(rule, labels, event["event_time"], now_us, event)
         return []
+
+    def _on_restore(self, rule: HostRestoreDegradedRule, event: dict, payload: dict, partition: int,
+                    now_us: int) -> list:  # fmt: skip
+        labels = {"producer_id": event["producer_id"]}
+        if payload["outcome"] == "DEGRADED":
+            problems = payload["problems"].replace("\n", "; ")[:500] or "no source answered"
+            return self._fire(rule, labels, partition, event, now_us, host=event["host"], problems=problems)
+        return self._resolve(rule, labels, event["event_time"], now_us, event)
 
     def _on_latency(self, rule: LatencySpikesRule, event: dict, payload: dict, partition: int, now_us: int) -> list:
         observed, threshold = _finite(payload.get("observed_latency_us")), _finite(payload.get("threshold_us"))

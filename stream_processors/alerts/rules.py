@@ -12,6 +12,7 @@ Schema (every field; see default-rules.yaml beside this module for the shipped r
       - {name: ..., kind: latency_spikes,  severity: P0, min_spikes: 5, window_s: 10}
       - {name: ..., kind: drift_sustained, severity: P1, score_above: 3.0, for_s: 30}
       - {name: ..., kind: producer_silent, severity: P1, silent_for_s: 60, forget_after_s: 3600}
+      - {name: ..., kind: host_restore_degraded, severity: P0}
 
 A bad file is refused with the rule's name and the field (`RulesError`).
 """
@@ -50,6 +51,13 @@ class BreakerOpenRule(_Rule):
     kind: Literal["breaker_open"]
 
 
+class HostRestoreDegradedRule(_Rule):
+    """Fires when a trading host starts without its guardrail state (its restore() found no source in
+    time); resolves when a later restore of the same producer comes back complete."""
+
+    kind: Literal["host_restore_degraded"]
+
+
 class LatencySpikesRule(_Rule):
     """Fires when a symbol has >= min_spikes latency spikes over their threshold within window_s."""
 
@@ -77,7 +85,8 @@ class ProducerSilentRule(_Rule):
 
 
 Rule = Annotated[
-    BreakerOpenRule | LatencySpikesRule | DriftSustainedRule | ProducerSilentRule, Field(discriminator="kind")
+    BreakerOpenRule | LatencySpikesRule | DriftSustainedRule | ProducerSilentRule | HostRestoreDegradedRule,
+    Field(discriminator="kind"),
 ]
 
 
@@ -141,7 +150,7 @@ def _describe(error: ValidationError, data: Any, source: str) -> str:
             index = loc[1]
             raw = data["rules"][index] if isinstance(data, dict) and index < len(data.get("rules") or []) else {}
             name = raw.get("name", "?") if isinstance(raw, dict) else "?"
-            kinds = ("breaker_open", "latency_spikes", "drift_sustained", "producer_silent")
+            kinds = ("breaker_open", "latency_spikes", "drift_sustained", "producer_silent", "host_restore_degraded")
             field = [str(part) for part in loc[2:] if part not in kinds]
             where = f"rule {name!r} (rules[{index}])" + (f", field {'.'.join(field)!r}" if field else "")
         elif loc:

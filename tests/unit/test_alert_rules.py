@@ -9,10 +9,10 @@ import pytest
 from guardian.stream_processors.alerts.rules import RulesError, load_rules, parse_rules
 
 
-def test_the_shipped_rules_file_covers_the_four_conditions():
+def test_the_shipped_rules_file_covers_every_condition():
     rules = load_rules()  # the default rules, shipped as package data
     kinds = {rule.kind for rule in rules.rules}
-    assert kinds == {"breaker_open", "latency_spikes", "drift_sustained", "producer_silent"}
+    assert kinds == {"breaker_open", "latency_spikes", "drift_sustained", "producer_silent", "host_restore_degraded"}
     assert {rule.severity for rule in rules.of_kind("breaker_open")} == {"P0"}
 
 

@@ -1,0 +1,1 @@
+"""The recovery layer (L3) of the worker fleet: checkpoints of the derived state, hot view rebuilds."""

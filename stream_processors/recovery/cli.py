@@ -1,0 +1,86 @@
+"""`guardian recover`: rebuild the Redis hot view, list the checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import click
+
+from guardian.schemas.checkpoint import CheckpointStore, CorruptCheckpointError, unpack
+from guardian.settings import get_settings
+
+
+@click.group()
+def recover() -> None:
+    """Recovery: rebuild a lost hot view, inspect the checkpoints."""
+
+
+class _Bar:
+    """done/total, rate and ETA of a replay phase, on one line (a log line every 2 s when not a terminal)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.phase = ""
+        self.began = time.monotonic()
+        self.shown_at = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if phase != self.phase:
+            self.phase, self.began = phase, now
+        if self.quiet or (now - self.shown_at < (0.2 if sys.stderr.isatty() else 2.0) and done < total):
+            return
+        self.shown_at = now
+        rate = done / max(now - self.began, 1e-6)
+        eta = (total - done) / rate if rate > 0 else 0.0
+        line = f"{phase}: {done:,}/{total:,} events  {rate:,.0f}/s  ETA {eta:,.0f} s"
+        if sys.stderr.isatty():
+            click.echo(f"\r{line}\033[K", nl=done >= total, err=True)
+        else:
+            click.echo(line, err=True)
+
+
+@recover.command("hot-view")
+@click.option("--reason", default="asked by an operator", help="Why: recorded in the audit trail and the logs.")
+@click.option("--quiet", is_flag=True, help="No progress line.")
+@click.option("--actor", default=None, hidden=True, help="Who asked, for the audit (a worker names itself).")
+def hot_view(reason: str, quiet: bool, actor: str | None) -> None:
+    """Rebuild the Redis hot view: newest valid fleet checkpoint, then the events after it, then the
+    24 h window. Safe while workers run; readers see `rebuilding` in `guardian:hotview` meanwhile."""
+    from guardian.stream_processors.recovery.rebuild import rebuild_hot_view
+
+    report = asyncio.run(rebuild_hot_view(get_settings(), reason=reason, actor=actor, progress=_Bar(quiet)))
+    source = report.source if report.checkpoint_id is None else f"checkpoint {report.checkpoint_id}"
+    age = f" ({report.checkpoint_age_s:g} s old)" if report.checkpoint_age_s is not None else ""
+    click.echo(
+        f"hot view rebuilt from {source}{age}: {report.merged_fields:,} keys merged, {report.tail_events:,} tail "
+        f"events (current after {report.current_after_s} s), {report.window_events:,} events of the 24 h window, "
+        f"{report.skipped_events:,} skipped; {report.seconds} s"
+    )
+    for problem in report.problems:
+        click.echo(f"skipped a corrupt checkpoint: {problem}", err=True)
+
+
+@recover.command("checkpoints")
+def checkpoints() -> None:
+    """List the checkpoints on the checkpoint topic: owner, id, age, size, offsets, valid or why not."""
+    settings = get_settings()
+    rows = {}
+    for key, value in CheckpointStore(settings).records():
+        rows[key] = value  # compaction keeps the last record per key
+    if not rows:
+        click.echo(f"no checkpoints on {settings.checkpoints_topic}")
+    now = time.time()
+    for key, value in sorted(rows.items()):
+        try:
+            checkpoint = unpack(value)
+        except CorruptCheckpointError as exc:
+            click.echo(f"{key.decode(errors='replace'):<48} CORRUPT: {exc}")
+            continue
+        events = sum(checkpoint.offsets.values())
+        click.echo(
+            f"{key.decode():<48} id {checkpoint.id}  {now - checkpoint.created_at_us / 1e6:8.1f} s old  "
+            f"{len(value):>10,} B  offsets sum {events:,}"
+        )

@@ -1,0 +1,161 @@
+"""What each worker does for recovery: checkpoint the fleet's derived state, and notice a lost hot view.
+
+One worker writes the fleet's checkpoints: the owner of partition 0 of the events topic (every
+worker holds the whole alert table and reads the same Redis, so any one could; one is enough).
+A checkpoint records the group's committed offsets first, then the state: the state reflects
+at least every event before those offsets, so replaying from them never leaves a gap.
+
+The same worker watches `guardian:hotview`: missing while the group has committed offsets (Redis
+lost the view), or naming an older checkpoint than the newest one written (Redis came back from
+an old snapshot), it starts a rebuild (`guardian recover hot-view`) in a child process, so the
+replay's decoding runs beside ingestion instead of in its event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as redis
+
+from guardian.kafka_config import client_config
+from guardian.logs import get_logger
+from guardian.schemas.checkpoint import FLEET, CheckpointStore, key_for, pack
+from guardian.settings import Settings
+from guardian.sinks.redis_hot_view import COMPLETE, READY, REBUILDING, STATUS_KEY
+from guardian.stream_processors import metrics
+from guardian.stream_processors.recovery import state
+from guardian.stream_processors.recovery.rebuild import LOCK_KEY
+
+log = get_logger(__name__)
+
+LEADER_PARTITION = 0
+
+
+def committed_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
+    """The fleet group's committed offsets on the events topic (partition -> next offset to read)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(settings, {"log_level": 0}))
+    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.worker_group)])
+    result = futures[settings.worker_group].result(timeout=timeout)
+    return {
+        tp.partition: tp.offset
+        for tp in result.topic_partitions
+        if tp.topic == settings.events_topic and tp.offset >= 0
+    }
+
+
+def _text(status: Mapping[Any, Any]) -> dict[str, str]:
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in status.items()}  # fmt: skip
+
+
+class FleetRecovery:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        owned_partitions: Callable[[], Sequence[int]],
+        alert_state: Mapping[str, Any],
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.owned_partitions = owned_partitions
+        self.alert_state = alert_state
+        self.store = CheckpointStore(settings)
+        self.last_id = 0  # newest fleet checkpoint this worker wrote
+        self._slot = -1
+        self._rebuild: subprocess.Popen | None = None
+        self._rebuild_reason = ""
+
+    def leads(self) -> bool:
+        return LEADER_PARTITION in self.owned_partitions()
+
+    async def status(self) -> dict[str, str]:
+        return _text(await self.client.hgetall(STATUS_KEY))
+
+    async def checkpoint(self, *, leading: bool | None = None) -> int | None:
+        """Write one fleet checkpoint if this worker leads and the view is complete; its id, or None."""
+        if not (self.leads() if leading is None else leading):
+            return None
+        if (await self.status()).get("state") != READY:
+            metrics.RECOVERY_ACTIONS.labels("checkpoint", "skipped: hot view incomplete").inc()
+            return None
+        began = time.perf_counter()
+        offsets = await asyncio.to_thread(committed_offsets, self.settings)
+        body = await state.dump(self.client)
+        body["alert_state"] = dict(self.alert_state)  # its changelog topic is its own durable copy
+        checkpoint_id = max(time.time_ns() // 1000, self.last_id + 1)
+        value = await asyncio.to_thread(pack, FLEET, self.settings.worker_group, body,
+                                        checkpoint_id=checkpoint_id, offsets=offsets)  # fmt: skip
+        # Round the slots: compaction keeps the newest record per key, so the last `kept` survive. A restarted
+        # worker starts at 0 again, which overwrites one of them with something newer: still `kept` distinct.
+        self._slot = (self._slot + 1) % self.settings.checkpoints_kept
+        await asyncio.to_thread(self.store.write, key_for(FLEET, self.settings.worker_group, self._slot), value)
+        await self.client.hset(STATUS_KEY, "checkpoint", checkpoint_id)
+        self.last_id = checkpoint_id
+        took = time.perf_counter() - began
+        metrics.RECOVERY_CHECKPOINT_SECONDS.observe(took)
+        metrics.RECOVERY_CHECKPOINT_BYTES.set(len(value))
+        metrics.RECOVERY_CHECKPOINT_TIMESTAMP.set(time.time())
+        metrics.RECOVERY_ACTIONS.labels("checkpoint", "written").inc()
+        log.debug("fleet checkpoint written", id=checkpoint_id, bytes=len(value), ms=round(took * 1000, 1),
+                  symbols=len(body["breaker"]), latest=len(body["latest"]))  # fmt: skip
+        return checkpoint_id
+
+    async def watch(self, *, at_start: bool = False) -> str:
+        """Look at the hot view's status; start a rebuild if it is lost or stale. Returns what it saw."""
+        status = await self.status()
+        if not (at_start or self.leads()):  # only the leader acts; every worker reports what it sees
+            seen = status.get("state", "") or "lost"
+            metrics.RECOVERY_REBUILDING.set(0 if seen == READY else 1)
+            return seen
+        if self._rebuild is not None and self._rebuild.poll() is not None:
+            outcome = "finished" if self._rebuild.returncode == 0 else f"failed (exit {self._rebuild.returncode})"
+            metrics.RECOVERY_ACTIONS.labels("hot view rebuild", outcome.split(" ")[0]).inc()
+            log.info("hot view rebuild " + outcome, reason=self._rebuild_reason)
+            self._rebuild = None
+        state_now = status.get("state", "")
+        if state_now == REBUILDING:
+            # A rebuild whose process died leaves REBUILDING and, after LOCK_TTL_S, no lock: start another.
+            if self._rebuild is None and not await self.client.exists(LOCK_KEY):
+                self._start_rebuild("a rebuild stopped before it finished")
+            metrics.RECOVERY_REBUILDING.set(1)
+            return REBUILDING
+        if not state_now:
+            if not await asyncio.to_thread(committed_offsets, self.settings):
+                await self.client.hset(STATUS_KEY, mapping={"state": READY, "window": COMPLETE})  # a new fleet
+                metrics.RECOVERY_REBUILDING.set(0)
+                return "new"
+            metrics.RECOVERY_REBUILDING.set(1)
+            self._start_rebuild("Redis has no hot view status: the view was lost")
+            return "lost"
+        if int(status.get("checkpoint") or 0) < self.last_id:
+            metrics.RECOVERY_REBUILDING.set(1)
+            self._start_rebuild(f"the view reflects checkpoint {status.get('checkpoint')}, older than {self.last_id}")
+            return "stale"
+        metrics.RECOVERY_REBUILDING.set(0)
+        return READY
+
+    def _start_rebuild(self, reason: str) -> None:
+        if self._rebuild is not None:
+            return
+        log.warning("hot view incomplete: rebuilding it", reason=reason)
+        metrics.RECOVERY_ACTIONS.labels("hot view rebuild", "started").inc()
+        self._rebuild_reason = reason
+        actor = f"worker:{socket.gethostname()}:{os.getpid()}"
+        command = [sys.executable, "-m", "guardian.cli", "recover", "hot-view", "--quiet", "--reason", reason,
+                   "--actor", actor]  # fmt: skip
+        self._rebuild = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def close(self) -> None:
+        if self._rebuild is not None and self._rebuild.poll() is None:
+            self._rebuild.terminate()  # the lock expires; the next leader starts over
