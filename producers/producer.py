@@ -473,6 +473,13 @@ class GuardianProducer:
         else:
             log.info("guardrail state restored", source=result.source, symbols=len(result.symbols),
                      snapshot=result.snapshot_source, ms=result.elapsed_ms, producer_id=self.producer_id)  # fmt: skip
+        try:
+            self._emit_restore_event(result)
+        except GuardianError as exc:  # restore() never raises for what it found; say it instead
+            log.error("restore event not emitted", error=str(exc), producer_id=self.producer_id)
+        return result
+
+    def _emit_restore_event(self, result: RestoredState) -> None:
         self.emit(
             {
                 "symbol": self.producer_id[:MAX_SYMBOL_LENGTH],
@@ -486,12 +493,11 @@ class GuardianProducer:
                         "symbols": len(result.symbols),
                         "snapshot_found": result.snapshot is not None,
                         "elapsed_ms": result.elapsed_ms,
-                        "problems": "\n".join(result.problems)[:4000],
+                        "problems": "\n".join(result.problems)[: MAX_LENGTHS["problems"]],
                     },
                 ),
             }
         )
-        return result
 
     # -- delivery -------------------------------------------------------------------------------
     def _on_direct_failure(self, error: KafkaError | None, message: Any) -> None:

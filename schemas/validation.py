@@ -45,6 +45,7 @@ MAX_LENGTHS: dict[str, int] = {
     "producer_id": 128,
     "host": 255,
     "reason": 4096,  # the breaker's free text
+    "problems": 4096,  # a host restore's: what each source said
 }
 DEFAULT_MAX_LENGTH = 256  # every other string: metric, venue, order_path, ...
 ENVELOPE_STRINGS = ("symbol", "producer_id", "host")

@@ -12,6 +12,7 @@ import httpx
 import redis
 
 from guardian.producers import GuardianProducer
+from guardian.schemas.checkpoint import TOPIC_CONFIG as CHECKPOINT_TOPIC_CONFIG
 from guardian.settings import Settings
 from tests.integration.helpers import GUARDIAN, WorkerProcess, pg_fetchval, rows_for_producer, wait_for
 
@@ -91,7 +92,11 @@ def test_postgres_then_redis_down_20s_each_mid_stream(settings: Settings, new_to
 def test_three_workers_one_killed_mid_batch(settings: Settings, new_topic, tmp_path):
     topic = new_topic("fleet")
     group = f"test-fleet-{uuid.uuid4().hex[:8]}"
-    workers = [WorkerProcess(topic, tmp_path, group=group).start() for _ in range(3)]
+    checkpoints = {  # on, and often: a checkpoint taken around the kill must not disturb anything
+        "GUARDIAN_CHECKPOINTS_TOPIC": new_topic("checkpoints", partitions=1, config=CHECKPOINT_TOPIC_CONFIG),
+        "GUARDIAN_CHECKPOINT_INTERVAL_S": "1",
+    }
+    workers = [WorkerProcess(topic, tmp_path, group=group, extra_env=checkpoints).start() for _ in range(3)]
     producer_id = f"fleet-{uuid.uuid4().hex[:8]}"
     total = 30_000
     emitter = threading.Thread(
@@ -104,6 +109,10 @@ def test_three_workers_one_killed_mid_batch(settings: Settings, new_topic, tmp_p
         emitter.join(timeout=300)
         wait_for(lambda: rows_for_producer(settings, producer_id) >= total, 180, "every row after the rebalance")
         assert rows_for_producer(settings, producer_id) == total
+        client = redis.Redis.from_url(settings.redis_url)
+        for k in range(8):  # the hot view is current: each symbol's newest event is the last one sent
+            latest = json.loads(client.get(f"guardian:latest:F{k}:DRIFT_MONITOR"))
+            assert (latest["producer_id"], latest["payload"]["observed"]) == (producer_id, 1.0 + total - 8 + k)
         assert all(w.alive() for w in workers[1:]), "a surviving worker crashed"
     finally:
         for worker in workers:

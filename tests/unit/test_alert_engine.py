@@ -20,6 +20,7 @@ RULES = parse_rules(
             {"name": "spikes", "kind": "latency_spikes", "severity": "P0", "min_spikes": 3, "window_s": 10},
             {"name": "drift", "kind": "drift_sustained", "severity": "P1", "score_above": 3.0, "for_s": 30},
             {"name": "silent", "kind": "producer_silent", "severity": "P1", "silent_for_s": 20},
+            {"name": "blind-start", "kind": "host_restore_degraded", "severity": "P0"},
         ],
     }
 )
@@ -81,6 +82,29 @@ def test_breaker_open_fires_once_and_closed_resolves():
     ]
     assert resolved[0].alert["ends_at"] == T0 + 3 * MICROS
     assert engine.observe([breaker("OPEN", at_s=4)], T0)[0].alert["status"] == "FIRING"  # a new episode
+
+
+def test_a_degraded_host_restore_pages_until_a_complete_one():
+    engine = AlertEngine(RULES, DictStore())
+    engine.log_id = "events"
+
+    def restore(outcome: str, at_s: float) -> StoredEvent:
+        stored = event("HostRestore", {"outcome": outcome, "problems": "hot_view: refused\npostgresql: refused"},
+                       symbol="host-a", producer="host-a", at_s=at_s)  # fmt: skip
+        stored.event["host"] = "trader-7"
+        return stored
+
+    fired = of_rule("blind-start", engine.observe([restore("DEGRADED", 0)], T0))
+    assert [(n.alert["severity"], n.alert["status"], n.alert["labels"]) for n in fired] == [
+        ("P0", "FIRING", {"producer_id": "host-a"})
+    ]
+    assert (
+        "trading host trader-7 (host-a) started without its guardrail state: hot_view: refused; post"
+        in (fired[0].alert["summary"])
+    )
+    assert of_rule("blind-start", engine.observe([restore("DEGRADED", 1)], T0)) == []  # dedup
+    resolved = of_rule("blind-start", engine.observe([restore("COMPLETE", 2)], T0))
+    assert [n.alert["status"] for n in resolved] == ["RESOLVED"]
 
 
 def test_the_same_condition_on_another_symbol_is_another_alert():
