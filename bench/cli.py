@@ -1,4 +1,4 @@
-"""`guardian bench producer | pipeline | all`: print a table, write bench/results/<name>.json."""
+"""`guardian bench producer | pipeline | recovery | all`: print a table, write bench/results/<name>.json."""
 
 from __future__ import annotations
 
@@ -91,9 +91,23 @@ def pipeline(events: int, rate: int, warmup: bool) -> None:
     write_result("pipeline", {**run_pipeline_bench(get_settings(), events, rate), **stack})
 
 
+@bench.command()
+@click.option("--events", type=int, default=1_000_000, show_default=True, help="Events in the topic to restore from.")
+@click.option("--checkpoint-events", type=int, default=100_000, show_default=True,
+              help="Events per run of the checkpoints on/off throughput comparison.")  # fmt: skip
+@WARMUP_OPTION
+def recovery(events: int, checkpoint_events: int, warmup: bool) -> None:
+    """Host restore, hot view rebuild, worker kill -9 and checkpoint cost (bench/recovery.py)."""
+    from bench.recovery import run_recovery_bench
+
+    stack = _ensure_stack(warmup)
+    write_result("recovery", {**run_recovery_bench(get_settings(), events, checkpoint_events), **stack})
+
+
 @bench.command(name="all")
 @click.pass_context
 def run_all(ctx: click.Context) -> None:
     """Every benchmark in turn."""
     ctx.invoke(producer)
     ctx.invoke(pipeline)
+    ctx.invoke(recovery)

@@ -197,58 +197,93 @@ class CheckpointStore:
             why = failures[0] if failures else "timed out"
             raise CheckpointStoreError(f"checkpoint not written to {self.topic}: {why}")
 
+    def _consumer(self, trap: _Codes) -> Any:
+        from confluent_kafka import Consumer
+
+        config = {"group.id": "guardian-checkpoint-reader", "enable.auto.commit": False, "log_level": 0,
+                  "error_cb": trap}  # fmt: skip
+        return Consumer(client_config(self.settings, config))
+
     def records(self, timeout: float = 10.0) -> list[tuple[bytes, bytes]]:
         """Every record of the topic as (key, value), in log order, read up to where it ended when asked."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
         deadline = time.monotonic() + timeout
         trap = _Codes()
-        consumer = Consumer(
-            client_config(
-                self.settings,
-                {
-                    "group.id": "guardian-checkpoint-reader",
-                    "enable.auto.commit": False,
-                    "log_level": 0,
-                    "error_cb": trap,
-                },
-            )
-        )
+        consumer = self._consumer(trap)
         try:
-            metadata = _metadata(consumer, self.topic, deadline, trap)
-            topic = metadata.topics.get(self.topic)
+            return self._read(consumer, self._ends(consumer, deadline, trap), None, deadline)
+        finally:
+            consumer.close()
+
+    def _ends(self, consumer: Any, deadline: float, trap: _Codes) -> dict[int, tuple[int, int]]:
+        """partition -> (low, high) watermarks of the partitions that hold records."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            topic = _metadata(consumer, self.topic, deadline, trap).topics.get(self.topic)
             if topic is None or topic.error is not None or not topic.partitions:
                 raise CheckpointStoreError(f"no topic {self.topic} (run `guardian stack init`)")
-            ends: dict[int, int] = {}
+            ends = {}
             for partition in topic.partitions:
                 low, high = consumer.get_watermark_offsets(
                     TopicPartition(self.topic, partition), timeout=max(0.1, deadline - time.monotonic())
                 )
                 if high > low:
-                    ends[partition] = high
-            out: list[tuple[bytes, bytes]] = []
-            if not ends:
-                return out
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
-            while ends:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise CheckpointStoreError(f"reading {self.topic} took longer than {timeout:g} s")
-                for message in consumer.consume(1000, min(left, CONSUME_WAIT_S)):
-                    if message.error():
+                    ends[partition] = (low, high)
+            return ends
+        except KafkaException as exc:
+            raise CheckpointStoreError(f"{self.topic} unreadable: {exc}") from exc
+
+    def _read(self, consumer: Any, ends: dict[int, tuple[int, int]], last: int | None, deadline: float) -> list:
+        """(key, value) of the last `last` offsets of each partition (None: all), in log order per partition."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        starts = {p: low if last is None else max(low, high - last) for p, (low, high) in ends.items()}
+        left_to_read = {p: high for p, (_, high) in ends.items()}
+        out: list[tuple[bytes, bytes]] = []
+        if not ends:
+            return out
+        try:
+            consumer.assign([TopicPartition(self.topic, p, start) for p, start in starts.items()])
+            while left_to_read:
+                if time.monotonic() >= deadline:
+                    raise CheckpointStoreError(f"reading {self.topic} took too long")
+                messages = consumer.consume(1000, min(deadline - time.monotonic(), CONSUME_WAIT_S))
+                for message in messages:
+                    if message.error() or message.partition() not in left_to_read:
                         continue
                     out.append((message.key() or b"", message.value() or b""))
-                    if message.offset() + 1 >= ends.get(message.partition(), 0):
-                        ends.pop(message.partition(), None)
+                    if message.offset() + 1 >= left_to_read[message.partition()]:
+                        del left_to_read[message.partition()]
+                if not messages:  # compaction leaves gaps: a partition may end before its last offset
+                    for tp in consumer.position([TopicPartition(self.topic, p) for p in left_to_read]):
+                        if tp.offset >= left_to_read[tp.partition]:
+                            del left_to_read[tp.partition]
             return out
         except KafkaException as exc:
             raise CheckpointStoreError(f"{self.topic} unreadable: {exc}") from exc
         finally:
-            consumer.close()
+            consumer.unassign()
 
     def latest_with_problems(self, kind: str, owner: str, timeout: float = 10.0) -> tuple[Checkpoint | None, list[str]]:
-        """The newest valid checkpoint of `owner`, and the corrupt newer ones skipped (one line each)."""
-        return newest_valid(self.records(timeout), kind, owner)
+        """The newest valid checkpoint of `owner`, and the corrupt newer ones skipped (one line each).
+
+        Read from the end: the newest records are the last ones, so the last `keep` offsets are read
+        first, and four times as many each round while none of them is a valid checkpoint of `owner`
+        (a corrupt one, or other owners' records in between), up to the whole topic."""
+        deadline = time.monotonic() + timeout
+        trap = _Codes()
+        consumer = self._consumer(trap)
+        try:
+            ends = self._ends(consumer, deadline, trap)
+            window = self.keep
+            while True:
+                chosen, problems = newest_valid(self._read(consumer, ends, window, deadline), kind, owner)
+                everything = all(high - low <= window for low, high in ends.values())
+                if chosen is not None or everything:
+                    return chosen, problems
+                window *= 4
+        finally:
+            consumer.close()
 
     def latest(self, kind: str, owner: str, timeout: float = 10.0) -> Checkpoint | None:
         """The newest valid checkpoint of `owner`; corrupt newer ones are logged and skipped."""

@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from guardian.errors import GuardianError
 from guardian.kafka_config import client_config
 from guardian.logs import get_logger
-from guardian.schemas.checkpoint import FLEET, Checkpoint, CheckpointStore
+from guardian.schemas.checkpoint import FLEET, Checkpoint, CheckpointStore, CheckpointStoreError
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.errors import CodecError
 from guardian.schemas.events import StoredEvent
@@ -170,7 +170,10 @@ async def rebuild_hot_view(
         status = {"state": REBUILDING, "window": REFILLING, "since": began_us, "detail": reason}
         await client.hset(STATUS_KEY, mapping=status)
         store = CheckpointStore(settings)
-        chosen, problems = await asyncio.to_thread(store.latest_with_problems, FLEET, settings.worker_group)
+        try:
+            chosen, problems = await asyncio.to_thread(store.latest_with_problems, FLEET, settings.worker_group)
+        except CheckpointStoreError as exc:  # the events topic may still be there: replay all of it
+            chosen, problems = None, [f"checkpoints unreadable: {exc}"]
         report = RebuildReport(
             "checkpoint" if chosen else "full replay",
             chosen.id if chosen else None,
@@ -178,7 +181,7 @@ async def rebuild_hot_view(
             problems=problems,
         )
         for problem in problems:
-            log.warning("corrupt checkpoint skipped", problem=problem)
+            log.warning("checkpoint skipped", problem=problem)
         if chosen is None:
             log.warning("no valid fleet checkpoint: rebuilding the hot view by a full replay")
         else:
