@@ -75,6 +75,7 @@ class FleetRecovery:
         self._slot = -1
         self._rebuild: subprocess.Popen | None = None
         self._rebuild_reason = ""
+        self._leading = False
 
     def leads(self) -> bool:
         return LEADER_PARTITION in self.owned_partitions()
@@ -86,7 +87,14 @@ class FleetRecovery:
         """Write one fleet checkpoint if this worker leads and the view is complete; its id, or None."""
         if not (self.leads() if leading is None else leading):
             return None
-        if (await self.status()).get("state") != READY:
+        status = await self.status()
+        # A checkpoint of a view that is incomplete, stale (older than the newest checkpoint) or about
+        # to be rebuilt would carry its gaps into every later rebuild.
+        if (
+            status.get("state") != READY
+            or self._rebuild is not None
+            or int(status.get("checkpoint") or 0) < self.last_id
+        ):
             metrics.RECOVERY_ACTIONS.labels("checkpoint", "skipped: hot view incomplete").inc()
             return None
         began = time.perf_counter()
@@ -114,10 +122,18 @@ class FleetRecovery:
     async def watch(self, *, at_start: bool = False) -> str:
         """Look at the hot view's status; start a rebuild if it is lost or stale. Returns what it saw."""
         status = await self.status()
-        if not (at_start or self.leads()):  # only the leader acts; every worker reports what it sees
+        leading = self.leads()
+        if not (at_start or leading):  # only the leader acts; every worker reports what it sees
+            self._leading = False
             seen = status.get("state", "") or "lost"
             metrics.RECOVERY_REBUILDING.set(0 if seen == READY else 1)
             return seen
+        if leading and not self._leading:
+            # Newly leading: learn the newest checkpoint written, so that a Redis that came back from an
+            # older snapshot is seen as stale before this worker's own first checkpoint would hide it.
+            self._leading = True
+            newest = await asyncio.to_thread(self.store.latest, FLEET, self.settings.worker_group)
+            self.last_id = max(self.last_id, newest.id if newest else 0)
         if self._rebuild is not None and self._rebuild.poll() is not None:
             outcome = "finished" if self._rebuild.returncode == 0 else f"failed (exit {self._rebuild.returncode})"
             metrics.RECOVERY_ACTIONS.labels("hot view rebuild", outcome.split(" ")[0]).inc()

@@ -170,3 +170,34 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(settings: Sett
     env = {**os.environ, "GUARDIAN_CHECKPOINTS_TOPIC": topic}
     listing = subprocess.run([GUARDIAN, "recover", "checkpoints"], env=env, capture_output=True, text=True, timeout=60)
     assert "CORRUPT" in listing.stdout and "id 1" in listing.stdout
+
+
+def test_a_hot_view_older_than_the_newest_checkpoint_is_rebuilt(settings: Settings, recovery_env, tmp_path):
+    """Redis came back from an old snapshot: its status names a checkpoint older than the newest written."""
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushall()
+    worker = WorkerProcess(recovery_env["GUARDIAN_EVENTS_TOPIC"], tmp_path, extra_env=recovery_env).start()
+    try:
+        with GuardianProducer(
+            settings,
+            producer_id=f"recovery-{uuid.uuid4().hex[:8]}",
+            topic=recovery_env["GUARDIAN_EVENTS_TOPIC"],
+            spool_dir=tmp_path / "spool",
+        ) as producer:
+            emit_guardrails(producer, 200)  # fmt: skip
+        began_us = time.time_ns() // 1000
+        wait_for(lambda: int(status(client).get("checkpoint", 0)) > began_us, 30, "a checkpoint")
+        # What an old RDB snapshot would hold: an old checkpoint id, and nothing yet of RC07's breaker.
+        client.delete("guardian:latest:RC07:CIRCUIT_BREAKER", "guardian:seq:RC07:CIRCUIT_BREAKER",
+                      "guardian:breaker:RC07")  # fmt: skip
+        client.hset(STATUS_KEY, "checkpoint", 1)
+
+        def rebuilt() -> bool:
+            now = status(client)
+            return int(now.get("checkpoint", 0)) > began_us and now.get("window") == "complete"
+
+        wait_for(rebuilt, 60, "the stale view rebuilt")
+        assert client.exists("guardian:latest:RC07:CIRCUIT_BREAKER", "guardian:breaker:RC07") == 2
+        assert "older than" in worker.log()
+    finally:
+        worker.stop()
