@@ -147,10 +147,16 @@ async def replay(
     return applied, skipped
 
 
+# Renew the lock only while it is still ours: one that expired (a stalled rebuild) may be another's now.
+RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
+
+
 async def _hold_lock(client: redis.Redis, token: str) -> None:
     while True:
         await asyncio.sleep(LOCK_TTL_S / 3)
-        await client.set(LOCK_KEY, token, xx=True, ex=LOCK_TTL_S)
+        if not await client.eval(RENEW, 1, LOCK_KEY, token, LOCK_TTL_S):
+            log.error("the rebuild lock expired and is not ours any more: another rebuild may run beside this one")
+            return
 
 
 async def rebuild_hot_view(

@@ -118,6 +118,21 @@ def test_the_migrations_apply_from_the_wheel(installed: Path, tmp_path: Path, se
         pg_fetchval(settings.postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
 
 
+def test_a_restore_and_the_recovery_commands_work_from_the_wheel(installed: Path, tmp_path: Path):
+    result = _run(
+        installed, "python", "-c",
+        "from guardian.producers import GuardianProducer;"
+        "p = GuardianProducer(producer_id='wheel-restore', bootstrap_servers='127.0.0.1:1');"
+        "s = p.restore(['AAA'], timeout_s=1.0); print(s.degraded, s.source); p.close(timeout=0)",
+        cwd=tmp_path, env={"XDG_STATE_HOME": str(tmp_path / "state"), "GUARDIAN_REDIS_URL": "redis://127.0.0.1:1/0",
+                           "GUARDIAN_POSTGRES_DSN": "postgresql://g@127.0.0.1:1/x"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True none"
+    listed = _run(installed, "guardian", "recover", "--help", cwd=tmp_path)
+    assert listed.returncode == 0 and "hot-view" in listed.stdout, listed.stderr
+
+
 def test_bench_says_it_needs_the_checkout(installed: Path, tmp_path: Path):
     result = _run(installed, "guardian", "bench", "producer", cwd=tmp_path)
     assert result.returncode != 0
