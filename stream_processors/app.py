@@ -79,6 +79,11 @@ alert_state = app.GlobalTable(
     partitions=settings.events_partitions,
     use_partitioner=True,
     store=TABLE_STORE,
+    # Faust applies another worker's changelog records to this copy every `recovery_buffer_size` records
+    # (1,000 by default: 7-10 s at 5k events/s). A partition moved after a kill then found its new owner's
+    # copy seconds old, and redelivered breaker transitions were notified a second time; with 1 the
+    # copies were 1.2 s old at p99 instead of 7.4 s (docs/recovery.md).
+    recovery_buffer_size=1,
 )
 
 postgres = PostgresSink(settings.postgres_dsn)
@@ -148,8 +153,10 @@ class IngestService(mode.Service):
         )  # fmt: skip
         global SOURCE
         source = SOURCE = BatchSource(
-            client_config(settings), settings.worker_group, settings.events_topic, hook.partitions_moved
-        )
+            client_config(settings), settings.worker_group, settings.events_topic, hook.partitions_moved,
+            session_timeout_ms=settings.worker_session_timeout_ms,
+            heartbeat_interval_ms=settings.worker_heartbeat_interval_ms,
+        )  # fmt: skip
         self.recovery = FleetRecovery(settings, self.redis, lambda: source.assigned, alert_state)
         self.ingest = IngestLoop(
             source,

@@ -52,6 +52,8 @@ class BatchSource:
         on_assignment_change: Callable[[str, list[int]], None] = lambda kind, partitions: None,
         max_poll_interval_ms: int = 600_000,
         make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer,  # tests pass a fake
+        session_timeout_ms: int = 6000,
+        heartbeat_interval_ms: int = 2000,
     ) -> None:
         self.topic = topic
         self._connection = connection  # guardian.kafka_config.client_config(): bootstrap and security
@@ -64,6 +66,10 @@ class BatchSource:
                 "auto.offset.reset": "earliest",
                 # A store outage keeps a batch in retry; the member must not be evicted meanwhile.
                 "max.poll.interval.ms": max_poll_interval_ms,
+                # How long a killed member's partitions wait: librdkafka's default session is 45 s, which
+                # kept a killed worker's partitions unread for 52-61 s at 5k events/s (docs/recovery.md).
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": heartbeat_interval_ms,
                 **WORKER_FETCH,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "on_commit": self._on_commit,

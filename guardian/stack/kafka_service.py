@@ -116,6 +116,9 @@ class KafkaService:
                     "share.coordinator.state.topic.min.isr=1",
                     # One node: no reason to wait for more members before the first rebalance.
                     "group.initial.rebalance.delay.ms=0",
+                    # Lets workers ask for sessions down to 1 s (GUARDIAN_WORKER_SESSION_TIMEOUT_MS): a killed
+                    # worker's partitions move after the session, and Kafka's own floor is 6 s (docs/recovery.md).
+                    "group.min.session.timeout.ms=1000",
                     # Topics are created explicitly with their partition count; a typo must not make a new one.
                     "auto.create.topics.enable=false",
                     "",

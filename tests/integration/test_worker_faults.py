@@ -95,6 +95,9 @@ def test_three_workers_one_killed_mid_batch(settings: Settings, new_topic, tmp_p
     checkpoints = {  # on, and often: a checkpoint taken around the kill must not disturb anything
         "GUARDIAN_CHECKPOINTS_TOPIC": new_topic("checkpoints", partitions=1, config=CHECKPOINT_TOPIC_CONFIG),
         "GUARDIAN_CHECKPOINT_INTERVAL_S": "1",
+        # A short session, as docs/recovery.md advises for a fast takeover (the local broker allows it).
+        "GUARDIAN_WORKER_SESSION_TIMEOUT_MS": "2000",
+        "GUARDIAN_WORKER_HEARTBEAT_INTERVAL_MS": "500",
     }
     workers = [WorkerProcess(topic, tmp_path, group=group, extra_env=checkpoints).start() for _ in range(3)]
     producer_id = f"fleet-{uuid.uuid4().hex[:8]}"
