@@ -231,7 +231,7 @@ def _restore_and_rebuild(settings: Settings, workdir: Path, events: int) -> dict
     return out
 
 
-def _worker_kill(settings: Settings, workdir: Path, session_ms: int, seconds: float = 60.0) -> dict:
+def _worker_kill(settings: Settings, workdir: Path, session_ms: int, watch_s: float = 45.0) -> dict:
     fleet = Fleet(settings, workdir, "30")
     fleet.env["GUARDIAN_WORKER_SESSION_TIMEOUT_MS"] = str(session_ms)
     fleet.env["GUARDIAN_WORKER_HEARTBEAT_INTERVAL_MS"] = str(session_ms // 4)
@@ -240,38 +240,39 @@ def _worker_kill(settings: Settings, workdir: Path, session_ms: int, seconds: fl
     producer_id = f"bench-kill-{uuid.uuid4().hex[:6]}"
     stop = threading.Event()
 
-    def steady() -> None:
-        with GuardianProducer(settings, producer_id=producer_id, spool_dir=workdir / "spool-kill") as producer:
+    def steady() -> None:  # until told to stop: the lag after the kill must keep growing while nobody reads
+        with GuardianProducer(settings, producer_id=producer_id, spool_dir=workdir / f"spool-kill-{session_ms}") as p:
             began = time.monotonic()
             n = 0
-            while not stop.is_set() and time.monotonic() - began < seconds:
-                producer.drift(f"{SYMBOL_PREFIX}K{n % 100:03d}", metric="m", expected=1.0, observed=1.0,
-                               drift_score=0.1)  # fmt: skip
+            while not stop.is_set():
+                p.drift(f"{SYMBOL_PREFIX}K{n % 100:03d}", metric="m", expected=1.0, observed=1.0, drift_score=0.1)
                 n += 1
                 time.sleep(max(0.0, began + n / KILL_RATE - time.monotonic()))
-            producer.flush(60)
+            p.flush(60)
 
     emitter = threading.Thread(target=steady)
+    label = f"session_{session_ms}ms"
     out: dict = {"producer_ids": [producer_id]}
     try:
         emitter.start()
-        wait_until(lambda: _lag(settings, fleet.group) < KILL_RATE, timeout=120, interval=0.5)
+        if not wait_until(lambda: _lag(settings, fleet.group) < KILL_RATE, timeout=180, interval=0.5):
+            raise click.ClickException("the 3 workers never kept up with 5,000 events/s before the kill")
         time.sleep(10)  # steady state
         victim, _ = fleet.workers[0]
         victim.kill()
         killed = time.monotonic()
-        peak = 0
-        while time.monotonic() - killed < 120:
-            lag = _lag(settings, fleet.group)
-            peak = max(peak, lag)
-            if lag < KILL_RATE and time.monotonic() - killed > 1.0:
-                break
+        series: list[tuple[float, int]] = []
+        while time.monotonic() - killed < watch_s:
+            series.append((round(time.monotonic() - killed, 2), _lag(settings, fleet.group)))
             time.sleep(0.2)
-        label = f"session_{session_ms}ms"
-        out[f"worker_kill_caught_up_s_{label}"] = round(time.monotonic() - killed, 2)
-        out[f"worker_kill_peak_lag_{label}"] = peak
+        # Back under one second of events for good: the last moment the lag was at or above it.
+        over = [at for at, lag in series if lag >= KILL_RATE]
+        out[f"worker_kill_caught_up_s_{label}"] = over[-1] if over else 0.0
+        out[f"worker_kill_peak_lag_{label}"] = max(lag for _, lag in series)
+        out[f"worker_kill_lag_series_{label}"] = series[:: max(1, len(series) // 60)]
         click.echo(f"  kill -9 of 1 of 3 workers at {KILL_RATE}/s, {session_ms} ms sessions: lag back under "
-                   f"{KILL_RATE} after {out[f'worker_kill_caught_up_s_{label}']} s (peak {peak})")  # fmt: skip
+                   f"{KILL_RATE} after {out[f'worker_kill_caught_up_s_{label}']} s "
+                   f"(peak {out[f'worker_kill_peak_lag_{label}']})")  # fmt: skip
     finally:
         stop.set()
         emitter.join(timeout=120)
@@ -321,6 +322,6 @@ def run_recovery_bench(settings: Settings, events: int, checkpoint_events: int) 
         click.echo(f"  removed the bench's data: {rows} rows; settling: {_settle_stores(settings)}")
     click.echo(f"{'metric':<46}{'value':>14}")
     for key, value in result.items():
-        if key != "machine":
+        if key != "machine" and not key.startswith("worker_kill_lag_series"):
             click.echo(f"{key:<46}{value!s:>14}")
     return result

@@ -20,9 +20,11 @@ has when time is up is returned, marked degraded.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +175,20 @@ def _breaker(document: dict | None) -> Breaker | None:
                    document["event_time"], payload["reason"])  # fmt: skip
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while thousands of acyclic dicts are built: a collection over the
+    host's heap in the middle made the p90 of a 1,000-symbol read 65-88 ms instead of 28-41 ms. Only
+    around bounded work: the restore thread may outlive its deadline, and must not leave it off."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class Restorer:
     """One restore: the sources in order, each bounded by what is left of the deadline."""
 
@@ -261,21 +277,23 @@ class Restorer:
             else:
                 keys = client.scan_iter("guardian:latest:*", count=5000)
                 symbols = sorted({k.decode().removeprefix("guardian:latest:").rpartition(":")[0] for k in keys})
-            reply = client.eval(READ_VIEW, 0, *symbols)
+            with _collector_paused():  # bounded by the socket timeout
+                reply = client.eval(READ_VIEW, 0, *symbols)
         finally:
             client.close()
         status, rows = reply[0].decode() if reply[0] else "", reply[1:]
         if status != "ready":
             raise RuntimeError(f"not complete ({status or 'no status: lost or never built'})")
         state: dict[str, dict] = {"latest": {}, "breaker": {}, "drift": {}}
-        for symbol, (latency, breaker, drift) in zip(symbols, rows, strict=True):
-            if latency:
-                state["latest"][f"{symbol}:{Detector.LATENCY_SPIKE}"] = latency
-            if breaker:
-                state["breaker"][symbol] = {"event": breaker}
-            if drift:
-                state["drift"][symbol] = {drift[i].decode(): drift[i + 1] for i in range(0, len(drift), 2)}
-        return _View.from_checkpoint_state(state, self.wanted)
+        with _collector_paused():
+            for symbol, (latency, breaker, drift) in zip(symbols, rows, strict=True):
+                if latency:
+                    state["latest"][f"{symbol}:{Detector.LATENCY_SPIKE}"] = latency
+                if breaker:
+                    state["breaker"][symbol] = {"event": breaker}
+                if drift:
+                    state["drift"][symbol] = {drift[i].decode(): drift[i + 1] for i in range(0, len(drift), 2)}
+            return _View.from_checkpoint_state(state, self.wanted)
 
     def _checkpoint_and_tail(self) -> _View | None:
         chosen, corrupt = self._newest(FLEET, self.settings.worker_group)
@@ -372,8 +390,10 @@ class Restorer:
             problems.append(f"deadline reached after {(time.monotonic() - began) * 1000:.0f} ms")
         newest = view.newest() if view else None
         snapshot = self.snapshot
+        with _collector_paused():
+            symbols = view.symbols(None if self.wanted is not None else self.producer_id) if view else {}
         return RestoredState(
-            symbols=view.symbols(None if self.wanted is not None else self.producer_id) if view else {},
+            symbols=symbols,
             snapshot=snapshot.state if snapshot else None,
             source=source,
             snapshot_source=self.snapshot_source if snapshot else "none",

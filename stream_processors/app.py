@@ -202,7 +202,7 @@ class IngestService(mode.Service):
             except Exception as exc:  # Redis or Kafka away: tried again at the next tick
                 metrics.RECOVERY_ACTIONS.labels("checkpoint or watch", "failed").inc()
                 log.warning("recovery step failed", error=repr(exc))
-            await asyncio.sleep(HOT_VIEW_CHECK_S)
+            await asyncio.sleep(min(HOT_VIEW_CHECK_S, settings.checkpoint_interval_s))
 
     @mode.Service.task
     async def _watch_progress(self) -> None:

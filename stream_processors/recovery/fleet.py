@@ -38,12 +38,12 @@ log = get_logger(__name__)
 LEADER_PARTITION = 0
 
 
-def committed_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
+def committed_offsets(settings: Settings, timeout: float = 10.0, admin: Any = None) -> dict[int, int]:
     """The fleet group's committed offsets on the events topic (partition -> next offset to read)."""
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(client_config(settings, {"log_level": 0}))
+    admin = admin or AdminClient(client_config(settings, {"log_level": 0}))
     futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.worker_group)])
     result = futures[settings.worker_group].result(timeout=timeout)
     return {
@@ -76,6 +76,15 @@ class FleetRecovery:
         self._rebuild: subprocess.Popen | None = None
         self._rebuild_reason = ""
         self._leading = False
+        self._admin_client: Any = None
+
+    def _admin(self) -> Any:
+        """One AdminClient for the worker's life: a new one per checkpoint connected again each time."""
+        from confluent_kafka.admin import AdminClient
+
+        if self._admin_client is None:
+            self._admin_client = AdminClient(client_config(self.settings, {"log_level": 0}))
+        return self._admin_client
 
     def leads(self) -> bool:
         return LEADER_PARTITION in self.owned_partitions()
@@ -98,7 +107,7 @@ class FleetRecovery:
             metrics.RECOVERY_ACTIONS.labels("checkpoint", "skipped: hot view incomplete").inc()
             return None
         began = time.perf_counter()
-        offsets = await asyncio.to_thread(committed_offsets, self.settings)
+        offsets = await asyncio.to_thread(committed_offsets, self.settings, 10.0, self._admin())
         body = await state.dump(self.client)
         body["alert_state"] = dict(self.alert_state)  # its changelog topic is its own durable copy
         checkpoint_id = max(time.time_ns() // 1000, self.last_id + 1)
@@ -147,7 +156,7 @@ class FleetRecovery:
             metrics.RECOVERY_REBUILDING.set(1)
             return REBUILDING
         if not state_now:
-            if not await asyncio.to_thread(committed_offsets, self.settings):
+            if not await asyncio.to_thread(committed_offsets, self.settings, 10.0, self._admin()):
                 await self.client.hset(STATUS_KEY, mapping={"state": READY, "window": COMPLETE})  # a new fleet
                 metrics.RECOVERY_REBUILDING.set(0)
                 return "new"
