@@ -161,6 +161,8 @@ def _checkpoint_cost(settings: Settings, workdir: Path, events: int) -> dict:
                 count = _metric(text, "guardian_recovery_checkpoint_seconds_count")
                 total = _metric(text, "guardian_recovery_checkpoint_seconds_sum")
                 out["checkpoints_written"] = int(count)
+                out["checkpoint_actions"] = [line for line in text.splitlines()
+                                             if line.startswith("guardian_recovery_actions_total")]  # fmt: skip
                 out["checkpoint_write_ms_mean"] = round(1000 * total / max(count, 1), 1)
                 out["checkpoint_bytes"] = int(_metric(text, "guardian_recovery_checkpoint_bytes"))
         finally:

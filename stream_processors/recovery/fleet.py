@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import redis as redis_sync
 import redis.asyncio as redis
 
 from guardian.kafka_config import client_config
@@ -77,6 +78,12 @@ class FleetRecovery:
         self._rebuild_reason = ""
         self._leading = False
         self._admin_client: Any = None
+        self._reader_client: redis_sync.Redis | None = None  # the dump's, in a thread
+
+    def _reader(self) -> redis_sync.Redis:
+        if self._reader_client is None:
+            self._reader_client = redis_sync.Redis.from_url(self.settings.redis_url, socket_timeout=10)
+        return self._reader_client
 
     def _admin(self) -> Any:
         """One AdminClient for the worker's life: a new one per checkpoint connected again each time."""
@@ -108,7 +115,7 @@ class FleetRecovery:
             return None
         began = time.perf_counter()
         offsets = await asyncio.to_thread(committed_offsets, self.settings, 10.0, self._admin())
-        body = await state.dump(self.client)
+        body = await asyncio.to_thread(state.dump, self._reader())
         body["alert_state"] = dict(self.alert_state)  # its changelog topic is its own durable copy
         checkpoint_id = max(time.time_ns() // 1000, self.last_id + 1)
         value = await asyncio.to_thread(pack, FLEET, self.settings.worker_group, body,
@@ -184,3 +191,5 @@ class FleetRecovery:
     def close(self) -> None:
         if self._rebuild is not None and self._rebuild.poll() is None:
             self._rebuild.terminate()  # the lock expires; the next leader starts over
+        if self._reader_client is not None:
+            self._reader_client.close()

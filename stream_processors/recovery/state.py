@@ -13,9 +13,9 @@ added where missing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
+import redis as redis_sync
 import redis.asyncio as redis
 
 from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, SILENCES
@@ -56,50 +56,41 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _keys(client: redis.Redis, prefix: str) -> AsyncIterator[list[str]]:
-    batch: list[str] = []
-    async for key in client.scan_iter(match=prefix + "*", count=SCAN_COUNT):
-        batch.append(_text(key))
-        if len(batch) >= SCAN_COUNT:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def dump(client: redis_sync.Redis) -> dict[str, Any]:
+    """The checkpointed part of Redis, as JSON-ready dicts keyed by what follows each key's prefix.
 
-
-async def _strings(client: redis.Redis, prefix: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    async for keys in _keys(client, prefix):
-        for key, value in zip(keys, await client.mget(keys), strict=True):
-            if value is not None:
-                out[key.removeprefix(prefix)] = _text(value)
+    Synchronous, for a thread: one SCAN pass and pipelined reads, off the worker's event loop. On the
+    loop, each of its ~50 round trips waited for a turn of a loop busy with ingestion: 8.9 s for a
+    dump that takes 0.16 s when idle."""
+    strings: dict[str, list[str]] = {LATEST: [], ALERT_PREFIX: []}
+    hashes: dict[str, list[str]] = {SEQ: [], BREAKER: [], DRIFT: []}
+    for raw in client.scan_iter(match="guardian:*", count=SCAN_COUNT):
+        key = _text(raw)
+        for prefix, keys in (*strings.items(), *hashes.items()):
+            if key.startswith(prefix):
+                keys.append(key)
+                break
+    out: dict[str, Any] = {}
+    for name, prefix in (("latest", LATEST), ("alerts", ALERT_PREFIX)):
+        keys, values = strings[prefix], []
+        for start in range(0, len(keys), SCAN_COUNT):
+            values += client.mget(keys[start : start + SCAN_COUNT])
+        out[name] = {k.removeprefix(prefix): _text(v) for k, v in zip(keys, values, strict=True) if v is not None}
+    for name, prefix in (("seq", SEQ), ("breaker", BREAKER), ("drift", DRIFT)):
+        keys, values = hashes[prefix], []
+        for start in range(0, len(keys), SCAN_COUNT):
+            pipe = client.pipeline(transaction=False)
+            for key in keys[start : start + SCAN_COUNT]:
+                pipe.hgetall(key)
+            values += pipe.execute()
+        out[name] = {
+            k.removeprefix(prefix): {_text(f): _text(v) for f, v in fields.items()}
+            for k, fields in zip(keys, values, strict=True)
+            if fields
+        }
+    out["silences"] = {_text(k): _text(v) for k, v in client.hgetall(SILENCES).items()}
+    out["alerts_active"] = sorted(_text(m) for m in client.smembers(ACTIVE_SET))
     return out
-
-
-async def _hashes(client: redis.Redis, prefix: str) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    async for keys in _keys(client, prefix):
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
-        for key, fields in zip(keys, await pipe.execute(), strict=True):
-            if fields:
-                out[key.removeprefix(prefix)] = {_text(f): _text(v) for f, v in fields.items()}
-    return out
-
-
-async def dump(client: redis.Redis) -> dict[str, Any]:
-    """The checkpointed part of Redis, as JSON-ready dicts keyed by what follows each key's prefix."""
-    alerts = await _strings(client, ALERT_PREFIX)
-    return {
-        "latest": await _strings(client, LATEST),
-        "seq": await _hashes(client, SEQ),
-        "breaker": await _hashes(client, BREAKER),
-        "drift": await _hashes(client, DRIFT),
-        "silences": {_text(k): _text(v) for k, v in (await client.hgetall(SILENCES)).items()},
-        "alerts": alerts,
-        "alerts_active": sorted(_text(m) for m in await client.smembers(ACTIVE_SET)),
-    }
 
 
 def merge_ops(state: dict[str, Any]) -> list[str]:
