@@ -308,25 +308,32 @@ class Restorer:
         from confluent_kafka import Consumer, TopicPartition
 
         topic = self.settings.events_topic
-        config = {"group.id": "guardian-restore", "enable.auto.commit": False, "log_level": 0}
+        config = {"group.id": "guardian-restore", "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "log_level": 0}  # fmt: skip
         consumer = Consumer(client_config(self.settings, config))
         try:
             metadata = consumer.list_topics(topic, timeout=self.left())
-            ends = {}
+            starts, ends = {}, {}
             for partition in metadata.topics[topic].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.left())
-                if high > offsets.get(partition, 0):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.left())
+                starts[partition] = max(low, offsets.get(partition, low))  # a partition it lacks: all of it
+                if high > starts[partition]:
                     ends[partition] = high
             if not ends:
                 return
-            consumer.assign([TopicPartition(topic, p, offsets.get(p, 0)) for p in ends])
+            consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
             codec = EventCodec(registry_url=self.settings.schema_registry_url)
             while ends:
                 if self.left() <= 0:
                     raise TimeoutError(
                         f"the events after the checkpoint were not all read in time ({len(ends)} partitions left)"
                     )
-                for message in consumer.consume(5000, min(self.left(), CONSUME_WAIT_S)):
+                messages = consumer.consume(5000, min(self.left(), CONSUME_WAIT_S))
+                if not messages:  # a partition whose last offsets hold no record ends at its position
+                    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                        if tp.offset >= ends[tp.partition]:
+                            del ends[tp.partition]
+                for message in messages:
                     partition = message.partition()
                     if message.error() or partition not in ends:
                         continue
