@@ -50,7 +50,7 @@ STORAGE_JOB_LAST_SUCCESS = Gauge(
 RECOVERY_ACTIONS = Counter(
     "guardian_recovery_actions",
     "Recovery actions by outcome: checkpoint written or skipped, hot view rebuild started/finished/failed, "
-    "a corrupt checkpoint skipped",
+    "a checkpoint or watch step that failed",
     ["action", "outcome"],
 )
 RECOVERY_CHECKPOINT_SECONDS = Histogram(
