@@ -153,7 +153,9 @@ class FleetRecovery:
         if self._rebuild is not None and self._rebuild.poll() is not None:
             outcome = "finished" if self._rebuild.returncode == 0 else f"failed (exit {self._rebuild.returncode})"
             metrics.RECOVERY_ACTIONS.labels("hot view rebuild", outcome.split(" ")[0]).inc()
-            log.info("hot view rebuild " + outcome, reason=self._rebuild_reason)
+            (log.info if self._rebuild.returncode == 0 else log.warning)(
+                "hot view rebuild " + outcome, reason=self._rebuild_reason
+            )
             self._rebuild = None
         state_now = status.get("state", "")
         if state_now == REBUILDING:
