@@ -58,6 +58,15 @@ def status(client: redis.Redis) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in client.hgetall(STATUS_KEY).items()}
 
 
+def stored_and_checkpointed(settings: Settings, client: redis.Redis, producer: GuardianProducer, count: int) -> None:
+    """Emit `count` guardrail events, wait until PostgreSQL has them and a checkpoint taken after that."""
+    emit_guardrails(producer, count)
+    assert producer.flush(30) == 0
+    wait_for(lambda: rows_for_producer(settings, producer.producer_id) == count, 90, f"{count} rows")
+    stored_at_us = time.time_ns() // 1000
+    wait_for(lambda: int(status(client).get("checkpoint", 0)) > stored_at_us, 30, "a checkpoint of them")
+
+
 @pytest.fixture
 def recovery_env(new_topic) -> dict[str, str]:
     """Its own events and checkpoint topics, checkpoints every second."""
@@ -82,11 +91,7 @@ def test_a_hot_view_rebuilt_after_flushall_equals_the_one_lost(settings: Setting
         _silence(client)
         with GuardianProducer(settings, producer_id=producer_id, topic=recovery_env["GUARDIAN_EVENTS_TOPIC"],
                               spool_dir=tmp_path / "spool") as producer:  # fmt: skip
-            emit_guardrails(producer, 4000)
-            assert producer.flush(30) == 0
-            wait_for(lambda: rows_for_producer(settings, producer_id) == 4000, 90, "the first 4,000 rows")
-            stored_at_us = time.time_ns() // 1000
-            wait_for(lambda: int(status(client).get("checkpoint", 0)) > stored_at_us, 30, "a checkpoint of them")
+            stored_and_checkpointed(settings, client, producer, 4000)
             emit_guardrails(producer, 1000, offset=4000)  # the tail: after the checkpoint
             assert producer.flush(30) == 0
         wait_for(lambda: rows_for_producer(settings, producer_id) == 5000, 90, "the tail's rows")
@@ -123,11 +128,7 @@ def test_a_worker_rebuilds_a_flushed_hot_view_by_itself_while_ingesting(settings
     try:
         with GuardianProducer(settings, producer_id=producer_id, topic=recovery_env["GUARDIAN_EVENTS_TOPIC"],
                               spool_dir=tmp_path / "spool") as producer:  # fmt: skip
-            emit_guardrails(producer, 2000)
-            assert producer.flush(30) == 0
-            wait_for(lambda: rows_for_producer(settings, producer_id) == 2000, 90, "2,000 rows")
-            stored_at_us = time.time_ns() // 1000
-            wait_for(lambda: int(status(client).get("checkpoint", 0)) > stored_at_us, 30, "a checkpoint")
+            stored_and_checkpointed(settings, client, producer, 2000)
             expected = client.get("guardian:latest:RC05:DRIFT_MONITOR")
             client.flushall()
             emit_guardrails(producer, 400, offset=2000)  # ingestion goes on during the rebuild
