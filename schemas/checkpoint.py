@@ -149,7 +149,10 @@ def newest_valid(records: Iterable[tuple[bytes, bytes]], kind: str, owner: str) 
     latest_per_key: dict[bytes, bytes] = {}
     for key, value in records:  # what compaction would keep: the last record per key
         if key.startswith(prefix):
-            latest_per_key[key] = value
+            if value:
+                latest_per_key[key] = value
+            else:  # a tombstone: the owner's checkpoints were forgotten (forget())
+                latest_per_key.pop(key, None)
     good: list[Checkpoint] = []
     corrupt: list[tuple[int, str]] = []  # (id if known, why)
     for key, value in latest_per_key.items():
@@ -186,9 +189,9 @@ class CheckpointStore:
             {"acks": "all", "enable.idempotence": True, "message.max.bytes": MAX_RECORD_BYTES, "linger.ms": 0},
         )
 
-    def write(self, key: bytes, value: bytes, timeout: float = 10.0) -> None:
-        """Write one checkpoint and wait until Kafka has it. The producer is kept for the next one: a new
-        one per checkpoint spent ~0.5 s connecting and getting an idempotent producer id."""
+    def write(self, key: bytes, value: bytes | None, timeout: float = 10.0) -> None:
+        """Write one checkpoint (None: a tombstone) and wait until Kafka has it. The producer is kept for
+        the next one: a new one per checkpoint spent ~0.5 s connecting and getting an idempotent producer id."""
         from confluent_kafka import Producer
 
         if self._producer is None:
@@ -267,6 +270,15 @@ class CheckpointStore:
             raise CheckpointStoreError(f"{self.topic} unreadable: {exc}") from exc
         finally:
             consumer.unassign()
+
+    def forget(self, kind: str, owner: str, timeout: float = 30.0) -> list[bytes]:
+        """Tombstone every checkpoint key of `owner` (a worker group or producer that is gone): compaction
+        then drops them. Returns the keys."""
+        prefix = f"{kind}/{owner}/".encode()
+        keys = sorted({key for key, value in self.records(timeout) if key.startswith(prefix) and value})
+        for key in keys:
+            self.write(key, None, timeout)
+        return keys
 
     def latest_with_problems(self, kind: str, owner: str, timeout: float = 10.0) -> tuple[Checkpoint | None, list[str]]:
         """The newest valid checkpoint of `owner`, and the corrupt newer ones skipped (one line each).

@@ -8,8 +8,9 @@ import time
 
 import click
 
-from guardian.schemas.checkpoint import CheckpointStore, CorruptCheckpointError, unpack
+from guardian.schemas.checkpoint import FLEET, HOST, CheckpointStore, CorruptCheckpointError, unpack
 from guardian.settings import get_settings
+from guardian.sinks import audit
 
 
 @click.group()
@@ -64,12 +65,32 @@ def hot_view(reason: str, quiet: bool, actor: str | None) -> None:
 
 
 @recover.command("checkpoints")
-def checkpoints() -> None:
+@click.option(
+    "--forget",
+    "forget",
+    metavar="OWNER",
+    default=None,
+    help="Tombstone every checkpoint of OWNER (`FLEET/<group>` or `HOST/<producer id>`): one that is gone.",
+)
+def checkpoints(forget: str | None) -> None:
     """List the checkpoints on the checkpoint topic: owner, id, age, size, offsets, valid or why not."""
     settings = get_settings()
+    store = CheckpointStore(settings)
+    if forget is not None:
+        kind, _, owner = forget.partition("/")
+        if kind not in (FLEET, HOST) or not owner:
+            raise click.BadParameter("FLEET/<group> or HOST/<producer id>", param_hint="--forget")
+        keys = store.forget(kind, owner)
+        asyncio.run(audit.record(settings.postgres_dsn, "recover checkpoints --forget", target=forget,
+                                 detail={"keys": [k.decode() for k in keys]}))  # fmt: skip
+        click.echo(f"forgot {len(keys)} checkpoint(s) of {forget}" if keys else f"no checkpoints of {forget}")
+        return
     rows = {}
-    for key, value in CheckpointStore(settings).records():
-        rows[key] = value  # compaction keeps the last record per key
+    for key, value in store.records():
+        if value:
+            rows[key] = value  # compaction keeps the last record per key
+        else:
+            rows.pop(key, None)  # a tombstone
     if not rows:
         click.echo(f"no checkpoints on {settings.checkpoints_topic}")
     now = time.time()

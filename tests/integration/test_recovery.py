@@ -171,6 +171,12 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(settings: Sett
     env = {**os.environ, "GUARDIAN_CHECKPOINTS_TOPIC": topic}
     listing = subprocess.run([GUARDIAN, "recover", "checkpoints"], env=env, capture_output=True, text=True, timeout=60)
     assert "CORRUPT" in listing.stdout and "id 1" in listing.stdout
+    forgot = subprocess.run([GUARDIAN, "recover", "checkpoints", "--forget", f"{FLEET}/{owner}"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert forgot.returncode == 0 and "forgot 2 checkpoint(s)" in forgot.stdout, forgot.stdout + forgot.stderr
+    assert store.latest_with_problems(FLEET, owner) == (None, [])  # tombstones: as if compacted away
+    listing = subprocess.run([GUARDIAN, "recover", "checkpoints"], env=env, capture_output=True, text=True, timeout=60)
+    assert owner not in listing.stdout
 
 
 def test_a_hot_view_older_than_the_newest_checkpoint_is_rebuilt(settings: Settings, recovery_env, tmp_path):
