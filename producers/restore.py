@@ -32,9 +32,9 @@ from typing import Any
 import orjson
 
 from guardian.kafka_config import client_config
+from guardian.kafka_ranges import consume_ranges
 from guardian.logs import get_logger
 from guardian.schemas.checkpoint import (
-    CONSUME_WAIT_S,
     FLEET,
     HOST,
     Checkpoint,
@@ -59,7 +59,7 @@ GUARDRAILS = (Detector.LATENCY_SPIKE, Detector.DRIFT, Detector.CIRCUIT_BREAKER) 
 # and the newest drift per metric: one round trip for any number of symbols (a pipeline of 3 commands
 # per symbol spent 50-150 ms in the client for 1,000 symbols).
 READ_VIEW = """
-local out = {redis.call('HGET', KEYS[1] or 'guardian:hotview', 'state')}
+local out = {redis.call('HGET', KEYS[1], 'state')}
 for i, symbol in ipairs(ARGV) do
   out[i + 1] = {
     redis.call('GET', 'guardian:latest:' .. symbol .. ':LATENCY_SPIKE_DETECTOR'),
@@ -278,7 +278,7 @@ class Restorer:
                 keys = client.scan_iter("guardian:latest:*", count=5000)
                 symbols = sorted({k.decode().removeprefix("guardian:latest:").rpartition(":")[0] for k in keys})
             with _collector_paused():  # bounded by the socket timeout
-                reply = client.eval(READ_VIEW, 0, *symbols)
+                reply = client.eval(READ_VIEW, 1, STATUS_KEY, *symbols)
         finally:
             client.close()
         status, rows = reply[0].decode() if reply[0] else "", reply[1:]
@@ -312,33 +312,14 @@ class Restorer:
                   "log_level": 0}  # fmt: skip
         consumer = Consumer(client_config(self.settings, config))
         try:
-            metadata = consumer.list_topics(topic, timeout=self.left())
-            starts, ends = {}, {}
-            for partition in metadata.topics[topic].partitions:
+            ranges = {}
+            for partition in consumer.list_topics(topic, timeout=self.left()).topics[topic].partitions:
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.left())
-                starts[partition] = max(low, offsets.get(partition, low))  # a partition it lacks: all of it
-                if high > starts[partition]:
-                    ends[partition] = high
-            if not ends:
-                return
-            consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
+                ranges[partition] = (max(low, offsets.get(partition, low)), high)  # one it lacks: all of it
             codec = EventCodec(registry_url=self.settings.schema_registry_url)
-            while ends:
-                if self.left() <= 0:
-                    raise TimeoutError(
-                        f"the events after the checkpoint were not all read in time ({len(ends)} partitions left)"
-                    )
-                messages = consumer.consume(5000, min(self.left(), CONSUME_WAIT_S))
-                if not messages:  # a partition whose last offsets hold no record ends at its position
-                    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-                        if tp.offset >= ends[tp.partition]:
-                            del ends[tp.partition]
+            deadline = time.monotonic() + self.left()
+            for messages in consume_ranges(consumer, topic, ranges, deadline=deadline):
                 for message in messages:
-                    partition = message.partition()
-                    if message.error() or partition not in ends:
-                        continue
-                    if message.offset() + 1 >= ends[partition]:
-                        del ends[partition]
                     key = message.key()
                     if self.wanted is not None and (key is None or key.decode(errors="replace") not in self.wanted):
                         continue  # keyed by symbol: skip decoding what was not asked for

@@ -24,6 +24,7 @@ import orjson
 
 from guardian.errors import GuardianError
 from guardian.kafka_config import ErrorTrap, client_config
+from guardian.kafka_ranges import consume_ranges
 from guardian.logs import get_logger
 from guardian.schemas.codec import EventCodec, load_checkpoint_schema
 from guardian.settings import Settings
@@ -33,9 +34,6 @@ log = get_logger(__name__)
 HOST = "HOST"
 FLEET = "FLEET"
 FORMAT = 1
-# consume(n, wait) returns after `wait` unless n records came: a short wait keeps the tail of a read
-# from idling (0.5 s per read measured before).
-CONSUME_WAIT_S = 0.05
 METADATA_ROUND_S = 0.25
 COMPRESS_ABOVE = 64 * 1024  # bodies bigger than this are zlib-compressed (the fleet's, typically)
 MAX_RECORD_BYTES = 64 * 1024**2  # the topic's max.message.bytes: a fleet checkpoint of many symbols is large
@@ -242,30 +240,17 @@ class CheckpointStore:
 
     def _read(self, consumer: Any, ends: dict[int, tuple[int, int]], last: int | None, deadline: float) -> list:
         """(key, value) of the last `last` offsets of each partition (None: all), in log order per partition."""
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import KafkaException
 
-        starts = {p: low if last is None else max(low, high - last) for p, (low, high) in ends.items()}
-        left_to_read = {p: high for p, (_, high) in ends.items()}
-        out: list[tuple[bytes, bytes]] = []
-        if not ends:
-            return out
+        ranges = {p: (low if last is None else max(low, high - last), high) for p, (low, high) in ends.items()}
         try:
-            consumer.assign([TopicPartition(self.topic, p, start) for p, start in starts.items()])
-            while left_to_read:
-                if time.monotonic() >= deadline:
-                    raise CheckpointStoreError(f"reading {self.topic} took too long")
-                messages = consumer.consume(1000, min(deadline - time.monotonic(), CONSUME_WAIT_S))
-                for message in messages:
-                    if message.error() or message.partition() not in left_to_read:
-                        continue
-                    out.append((message.key() or b"", message.value() or b""))
-                    if message.offset() + 1 >= left_to_read[message.partition()]:
-                        del left_to_read[message.partition()]
-                if not messages:  # compaction leaves gaps: a partition may end before its last offset
-                    for tp in consumer.position([TopicPartition(self.topic, p) for p in left_to_read]):
-                        if tp.offset >= left_to_read[tp.partition]:
-                            del left_to_read[tp.partition]
-            return out
+            return [
+                (message.key() or b"", message.value() or b"")
+                for messages in consume_ranges(consumer, self.topic, ranges, deadline=deadline, batch=1000)
+                for message in messages
+            ]
+        except TimeoutError as exc:
+            raise CheckpointStoreError(f"reading {self.topic} took too long") from exc
         except KafkaException as exc:
             raise CheckpointStoreError(f"{self.topic} unreadable: {exc}") from exc
         finally:

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import redis.asyncio as redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from guardian.errors import GuardianError
 from guardian.kafka_config import client_config
+from guardian.kafka_ranges import consume_ranges
 from guardian.logs import get_logger
 from guardian.schemas.checkpoint import FLEET, Checkpoint, CheckpointStore, CheckpointStoreError
 from guardian.schemas.codec import EventCodec
@@ -109,35 +110,20 @@ async def replay(
     )  # fmt: skip
     codec = EventCodec(registry_url=settings.schema_registry_url)
     rules = EventRules.from_settings(settings)
-    ends = {p: end for p, (_, end) in ranges.items()}
-    topic = settings.events_topic
-    starts = [TopicPartition(topic, p, start or OFFSET_BEGINNING) for p, (start, _) in ranges.items()]
-    consumer.incremental_assign(starts)
+    batches = consume_ranges(consumer, settings.events_topic, ranges, batch=REPLAY_BATCH)
     applied = skipped = 0
     try:
-        while ends:
-            messages = await asyncio.to_thread(consumer.consume, REPLAY_BATCH, 0.1)
-            if not messages:  # offsets may have gaps (aborted or control records): ask where it stands
-                positions = consumer.position([TopicPartition(topic, p) for p in ends])
-                for tp in positions:
-                    if tp.offset >= ends[tp.partition]:
-                        del ends[tp.partition]
+        while (messages := await asyncio.to_thread(next, batches, None)) is not None:
             batch: list[StoredEvent] = []
             now_us = time.time_ns() // 1000
             for message in messages:
-                partition = message.partition()
-                if message.error() or partition not in ends or message.offset() >= ends[partition]:
-                    continue
-                if message.offset() + 1 >= ends[partition]:
-                    del ends[partition]
-                    consumer.incremental_unassign([TopicPartition(topic, partition)])
                 try:
                     event = codec.decode(message.value() or b"")
                     rules.check(event, now_us)
                 except (CodecError, InvalidEventError):  # the worker dead-lettered it: not in the view
                     skipped += 1
                     continue
-                batch.append(StoredEvent(event, partition, message.offset()))
+                batch.append(StoredEvent(event, message.partition(), message.offset()))
             if batch:
                 await hot_view.write(batch)
                 applied += len(batch)
