@@ -1,10 +1,22 @@
-"""The audit trail (`guardian_audit`): every operation that changes state, who did it, and how it ended."""
+"""The audit trail (`guardian_audit`): every operation that changes or reveals state, who did it, how it ended.
+
+`record()` appends one row. `audited()` wraps a whole operation (a CLI command, a worker's recovery
+action): it measures the duration and records the parameters, the outcome the operation reports and,
+if it raised, the error, as one row, whatever happens.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import orjson
@@ -12,6 +24,8 @@ import orjson
 from guardian.logs import get_logger
 
 log = get_logger(__name__)
+OK = 0
+FAILED = 1
 
 
 def operator() -> str:
@@ -23,16 +37,19 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-async def record(dsn: str, action: str, *, target: str = "", status: int = 0, detail: dict | None = None,
-                 actor: str | None = None) -> bool:  # fmt: skip
+async def record(dsn: str, action: str, *, target: str = "", status: int = OK, detail: dict | None = None,
+                 actor: str | None = None, duration_s: float | None = None) -> bool:  # fmt: skip
     """Append one row; False (and a log line) when PostgreSQL is unreachable: an operation is never
     blocked by its audit, but the log says the row is missing."""
+    body = dict(detail or {})
+    if duration_s is not None:
+        body["duration_s"] = round(duration_s, 3)
     try:
         conn = await asyncpg.connect(dsn, timeout=5)
         try:
             await conn.execute(
                 "INSERT INTO guardian_audit (actor, action, target, status, detail) VALUES ($1, $2, $3, $4, $5)",
-                actor or operator(), action, target, status, orjson.dumps(detail or {}).decode(),
+                actor or operator(), action, target, status, orjson.dumps(body, default=str).decode(),
             )  # fmt: skip
         finally:
             await conn.close()
@@ -40,3 +57,43 @@ async def record(dsn: str, action: str, *, target: str = "", status: int = 0, de
     except Exception as exc:
         log.error("audit row not written", action=action, target=target, error=repr(exc))
         return False
+
+
+def record_sync(dsn: str, action: str, **kwargs: Any) -> bool:
+    """`record()` from synchronous code, inside a running event loop or not."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(record(dsn, action, **kwargs))
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(asyncio.run(record(dsn, action, **kwargs))))
+    worker.start()
+    worker.join()
+    return result[0]
+
+
+@dataclass
+class AuditEntry:
+    """What an audited operation fills in as it goes: stored as the row's `outcome`."""
+
+    outcome: dict[str, Any] = field(default_factory=dict)
+    status: int = OK  # an operation that ends without raising but found a problem (verify) sets FAILED
+
+
+@contextmanager
+def audited(dsn: str, action: str, *, target: str = "", params: dict | None = None,
+            actor: str | None = None) -> Iterator[AuditEntry]:  # fmt: skip
+    """One audit row for the operation inside the block: parameters, outcome, error, duration."""
+    entry = AuditEntry()
+    began = time.monotonic()
+    detail: dict[str, Any] = {"params": params or {}}
+    try:
+        yield entry
+    except BaseException as exc:
+        detail["error"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        entry.status = FAILED
+        raise
+    finally:
+        detail["outcome"] = entry.outcome
+        record_sync(dsn, action, target=target, status=entry.status, detail=detail, actor=actor,
+                    duration_s=time.monotonic() - began)  # fmt: skip
