@@ -49,7 +49,8 @@ async def record(dsn: str, action: str, *, target: str = "", status: int = OK, d
         try:
             await conn.execute(
                 "INSERT INTO guardian_audit (actor, action, target, status, detail) VALUES ($1, $2, $3, $4, $5)",
-                actor or operator(), action, target, status, orjson.dumps(body, default=str).decode(),
+                actor or operator(), action, target, status,
+                orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS).decode(),
             )  # fmt: skip
         finally:
             await conn.close()

@@ -143,17 +143,20 @@ class PostgresSink:
             )
         return self._pool
 
-    async def write(self, batch: Sequence[StoredEvent]) -> None:
+    async def write(self, batch: Sequence[StoredEvent]) -> int:
+        """Store the batch; returns how many rows were new (the rest were stored already)."""
         if not batch:
-            return
+            return 0
         rows = [to_row(stored) for stored in batch]
         pool = await self._get_pool()
         if len(rows) <= UNNEST_MAX_ROWS:
-            await pool.execute(INSERT_UNNEST, *(list(column) for column in zip(*rows, strict=True)), timeout=30)
-            return
-        async with pool.acquire(timeout=10) as conn, conn.transaction():
-            await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
-            await conn.execute(INSERT_STAGED)
+            columns = (list(column) for column in zip(*rows, strict=True))
+            status = await pool.execute(INSERT_UNNEST, *columns, timeout=30)
+        else:
+            async with pool.acquire(timeout=10) as conn, conn.transaction():
+                await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
+                status = await conn.execute(INSERT_STAGED)
+        return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -53,12 +53,13 @@ LATEST_FIELDS = 8  # symbol, detector, producer, sequence, event time, breaker s
 # (RECENT_FIELDS each), then the newest event per (symbol, detector, producer) of the batch
 # (LATEST_FIELDS each; a drift event per metric). Python picks those newest ones, so the guarded writes cost one round
 # per key, not per event; counters are summed per (minute, detector) and written once each.
+# Returns {events new to the window, latest/breaker/drift keys moved forward}.
 APPLY_BATCH = """
 local now = tonumber(ARGV[1])
 local horizon = now - tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
-local new_events = 0
+local new_events, changed = 0, 0
 local symbols, counts = {}, {}
 for i = 5, 4 + n * 5, 5 do
   local symbol, event_time = ARGV[i], tonumber(ARGV[i + 1])
@@ -86,11 +87,14 @@ for i = 5 + n * 5, #ARGV, 8 do
   if sequence > applied then
     redis.call('HSET', guard, producer, sequence)
     redis.call('SET', 'guardian:latest:' .. symbol .. ':' .. detector, body)
+    changed = changed + 1
     if breaker ~= '' then
       redis.call('HSET', 'guardian:breaker:' .. symbol, 'state', breaker, 'event_time', event_time, 'event', body)
+      changed = changed + 1
     end
     if metric ~= '' then
       redis.call('HSET', 'guardian:drift:' .. symbol, metric, body)
+      changed = changed + 1
     end
   end
 end
@@ -101,7 +105,7 @@ if keep > 0 then
     redis.call('ZREMRANGEBYRANK', recent, 0, -(keep + 1))
   end
 end
-return new_events
+return {new_events, changed}
 """
 
 
@@ -172,16 +176,20 @@ class RedisHotView:
     async def start(self) -> None:
         await self.client.ping()
 
-    async def write(self, batch: Sequence[StoredEvent]) -> int:
+    async def write(self, batch: Sequence[StoredEvent]) -> tuple[int, int]:
+        """Apply the batch; returns (events new to the 24 h window, latest/breaker/drift keys moved forward)."""
         if not batch:
-            return 0
+            return 0, 0
         # Trimming the 24 h windows is the costly part of a small batch; once a second is plenty
         # (they overshoot the cap by at most a second of events meanwhile).
         now = time.monotonic()
         trim = now - self._trimmed_at >= TRIM_EVERY_S
         if trim:
             self._trimmed_at = now
-        return await self._script(args=script_args(batch, time.time_ns() // 1000, self.recent_max if trim else 0))
+        new_events, changed = await self._script(
+            args=script_args(batch, time.time_ns() // 1000, self.recent_max if trim else 0)
+        )
+        return new_events, changed
 
     async def close(self) -> None:
         await self.client.aclose()

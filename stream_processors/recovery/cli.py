@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import click
 
+from guardian.cli_kit import ProgressLine
 from guardian.schemas.checkpoint import FLEET, HOST, CheckpointStore, CorruptCheckpointError, unpack
 from guardian.settings import get_settings
 from guardian.sinks import audit
@@ -16,31 +16,6 @@ from guardian.sinks import audit
 @click.group()
 def recover() -> None:
     """Recovery: rebuild a lost hot view, inspect the checkpoints."""
-
-
-class _Bar:
-    """done/total, rate and ETA of a replay phase, on one line (a log line every 2 s when not a terminal)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.phase = ""
-        self.began = time.monotonic()
-        self.shown_at = 0.0
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if phase != self.phase:
-            self.phase, self.began = phase, now
-        if self.quiet or (now - self.shown_at < (0.2 if sys.stderr.isatty() else 2.0) and done < total):
-            return
-        self.shown_at = now
-        rate = done / max(now - self.began, 1e-6)
-        eta = (total - done) / rate if rate > 0 else 0.0
-        line = f"{phase}: {done:,}/{total:,} events  {rate:,.0f}/s  ETA {eta:,.0f} s"
-        if sys.stderr.isatty():
-            click.echo(f"\r{line}\033[K", nl=done >= total, err=True)
-        else:
-            click.echo(line, err=True)
 
 
 @recover.command("hot-view")
@@ -52,7 +27,7 @@ def hot_view(reason: str, quiet: bool, actor: str | None) -> None:
     24 h window. Safe while workers run; readers see `rebuilding` in `guardian:hotview` meanwhile."""
     from guardian.stream_processors.recovery.rebuild import rebuild_hot_view
 
-    report = asyncio.run(rebuild_hot_view(get_settings(), reason=reason, actor=actor, progress=_Bar(quiet)))
+    report = asyncio.run(rebuild_hot_view(get_settings(), reason=reason, actor=actor, progress=ProgressLine(quiet)))
     source = report.source if report.checkpoint_id is None else f"checkpoint {report.checkpoint_id}"
     age = f" ({report.checkpoint_age_s:g} s old)" if report.checkpoint_age_s is not None else ""
     click.echo(

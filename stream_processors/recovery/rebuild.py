@@ -29,13 +29,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from guardian.errors import GuardianError
 from guardian.kafka_config import client_config
-from guardian.kafka_ranges import consume_ranges
 from guardian.logs import get_logger
 from guardian.schemas.checkpoint import FLEET, Checkpoint, CheckpointStore, CheckpointStoreError
-from guardian.schemas.codec import EventCodec
-from guardian.schemas.errors import CodecError
-from guardian.schemas.events import StoredEvent
-from guardian.schemas.validation import EventRules, InvalidEventError
 from guardian.settings import Settings
 from guardian.sinks import audit
 from guardian.sinks.redis_hot_view import (
@@ -45,15 +40,14 @@ from guardian.sinks.redis_hot_view import (
     REFILLING,
     STATUS_KEY,
     WINDOW_MICROS,
-    RedisHotView,
 )
 from guardian.stream_processors.recovery import state
+from guardian.stream_processors.replay.redrive import redrive
 
 log = get_logger(__name__)
 
 LOCK_KEY = "guardian:hotview:rebuild-lock"
 LOCK_TTL_S = 60  # renewed while the rebuild runs: a killed rebuild frees the view for another within a minute
-REPLAY_BATCH = 5000
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
@@ -96,41 +90,13 @@ def _ranges(consumer: Consumer, topic: str, checkpoint: Checkpoint | None) -> tu
 
 
 async def replay(
-    settings: Settings,
-    hot_view: RedisHotView,
-    ranges: dict[int, tuple[int, int]],
-    on_progress: Callable[[int], None] = lambda done: None,
+    settings: Settings, ranges: dict[int, tuple[int, int]], on_progress: Callable[[int], None] = lambda done: None
 ) -> tuple[int, int]:
-    """Replay offset ranges of the events topic into the hot view; (applied, skipped) events."""
+    """Replay offset ranges of the events topic into the hot view alone; (applied, skipped) events."""
     if not ranges:
         return 0, 0
-    consumer = Consumer(
-        client_config(settings, {"group.id": f"guardian-rebuild-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                                 "auto.offset.reset": "earliest", "log_level": 0})
-    )  # fmt: skip
-    codec = EventCodec(registry_url=settings.schema_registry_url)
-    rules = EventRules.from_settings(settings)
-    batches = consume_ranges(consumer, settings.events_topic, ranges, batch=REPLAY_BATCH)
-    applied = skipped = 0
-    try:
-        while (messages := await asyncio.to_thread(next, batches, None)) is not None:
-            batch: list[StoredEvent] = []
-            now_us = time.time_ns() // 1000
-            for message in messages:
-                try:
-                    event = codec.decode(message.value() or b"")
-                    rules.check(event, now_us)
-                except (CodecError, InvalidEventError):  # the worker dead-lettered it: not in the view
-                    skipped += 1
-                    continue
-                batch.append(StoredEvent(event, message.partition(), message.offset()))
-            if batch:
-                await hot_view.write(batch)
-                applied += len(batch)
-            on_progress(applied + skipped)
-    finally:
-        await asyncio.to_thread(consumer.close)
-    return applied, skipped
+    summary = await redrive(settings, ranges, progress=lambda done, total: on_progress(done), postgres=False)
+    return summary.matched, summary.dead_letters
 
 
 # Renew the lock only while it is still ours: one that expired (a stalled rebuild) may be another's now.
@@ -155,7 +121,6 @@ async def rebuild_hot_view(
         await client.aclose()
         raise RebuildBusyError("a hot view rebuild is already running (it holds guardian:hotview:rebuild-lock)")
     keeper = asyncio.ensure_future(_hold_lock(client, token))
-    hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max)
     report: RebuildReport | None = None
     try:
         began_us = time.time_ns() // 1000
@@ -184,9 +149,7 @@ async def rebuild_hot_view(
         finally:
             probe.close()
         total_tail = sum(end - start for start, end in tail.values())
-        report.tail_events, skipped_tail = await replay(
-            settings, hot_view, tail, lambda done: progress("tail", done, total_tail)
-        )
+        report.tail_events, skipped_tail = await replay(settings, tail, lambda done: progress("tail", done, total_tail))
         report.current_after_s = round(time.monotonic() - began, 3)
         # The newest events, breakers and drifts are current: readers (restore(), the API) may trust the view.
         # The 24 h windows fill up behind it; `window` says when they are whole.
@@ -196,7 +159,7 @@ async def rebuild_hot_view(
         })  # fmt: skip
         total_window = sum(end - start for start, end in window.values())
         report.window_events, skipped_window = await replay(
-            settings, hot_view, window, lambda done: progress("24 h window", done, total_window)
+            settings, window, lambda done: progress("24 h window", done, total_window)
         )
         report.skipped_events = skipped_tail + skipped_window
         report.seconds = round(time.monotonic() - began, 3)
@@ -217,5 +180,4 @@ async def rebuild_hot_view(
                                detail={"reason": reason, **asdict(report)}, actor=actor)  # fmt: skip
         if await client.get(LOCK_KEY) == token.encode():
             await client.delete(LOCK_KEY)
-        await hot_view.close()
         await client.aclose()
