@@ -1,12 +1,18 @@
-"""A replay of the whole topic: the fleet's group reset to the earliest offsets, as Kafka's
-`kafka-consumer-groups --reset-offsets --to-earliest --execute` does (through the admin API).
+"""Replays of the events topic, both kinds, against a live run with alerts:
 
-The fleet must catch up and commit, re-send no alert notification, duplicate no row and move no
-hot-view key backwards.
+- `guardian replay`: a time range re-driven beside the fleet. A range stored already changes nothing
+  (rows, hot view keys, notifications); after rows are deleted, it stores exactly those again;
+- `guardian offsets reset`: the fleet's own group moved back, as Kafka's
+  `kafka-consumer-groups --reset-offsets --to-earliest --execute` does: refused while the group has
+  members, then acted on. The fleet must catch up and commit, re-send no alert notification, duplicate
+  no row and move no hot-view key backwards.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
 import time
 import uuid
 
@@ -17,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from guardian.producers import GuardianProducer
 from guardian.settings import Settings
-from tests.integration.helpers import WorkerProcess, rows_for_producer, wait_for
+from tests.integration.helpers import GUARDIAN, WorkerProcess, pg_fetchval, rows_for_producer, wait_for
 from tests.integration.test_alerts import AlertsTopic
 
 EVENTS = 20_000
@@ -52,6 +58,30 @@ def _hot_view(client: redis.Redis, producer_id: str) -> dict[str, tuple]:
     for key in client.scan_iter(match="guardian:latest:RPL*"):
         view[key.decode()] = client.get(key)
     return view
+
+
+def _guardian(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GUARDIAN, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _executed(env: dict[str, str]) -> subprocess.CompletedProcess[str] | None:
+    """The reset with --execute; None while Kafka still counts the stopped worker as a member."""
+    result = _guardian(env, "offsets", "reset", "--to-earliest", "--execute")
+    return result if result.returncode == 0 else None
+
+
+def _delete_rows(settings: Settings, producer_id: str, count: int) -> list[int]:
+    sequences = sorted(random.sample(_sequences(settings, producer_id), count))
+    pg_fetchval(settings.postgres_dsn, "DELETE FROM guardian_events WHERE producer_id = $1 AND sequence = ANY($2)",
+                producer_id, sequences)  # fmt: skip
+    return sequences
+
+
+def _sequences(settings: Settings, producer_id: str, only: list[int] | None = None) -> list[int]:
+    query = "SELECT coalesce(array_agg(sequence ORDER BY sequence), '{}') FROM guardian_events WHERE producer_id = $1"
+    if only is not None:
+        return list(pg_fetchval(settings.postgres_dsn, query + " AND sequence = ANY($2)", producer_id, only))
+    return list(pg_fetchval(settings.postgres_dsn, query, producer_id))
 
 
 def _read_for(alerts: AlertsTopic, seconds: float) -> None:
@@ -101,12 +131,44 @@ def test_a_replay_of_the_whole_topic_catches_up_without_repaging_duplicating_or_
         live_count = len(alerts.records)
         assert {(r["rule"], r["status"]) for r in alerts.records} >= {("breaker", "FIRING"), ("breaker", "RESOLVED")}
         before = _hot_view(client, producer_id)
-        worker.stop()
+        cli_env = {**os.environ, **env, "GUARDIAN_EVENTS_TOPIC": events_topic, "GUARDIAN_WORKER_GROUP": group}
 
-        # The reset, with Kafka's own semantics: refused while the group has members, so the worker is stopped.
-        earliest = [TopicPartition(events_topic, p, 0) for p in ends]
-        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, earliest)])[group].result(timeout=30)
+        # `guardian replay` beside the live worker: a range stored already changes nothing.
+        replay = _guardian(cli_env, "replay", "--from", "1h", "--quiet")
+        assert replay.returncode == 0, replay.stderr
+        assert (
+            f"replayed {EVENTS:,} events" in replay.stdout
+            and f"0 rows inserted, {EVENTS:,} already present" in (replay.stdout)
+            and "0 hot view keys moved forward" in replay.stdout
+        ), replay.stdout
+        assert rows_for_producer(settings, producer_id) == EVENTS
+        # Deleted rows come back, and only they.
+        deleted = _delete_rows(settings, producer_id, 37)
+        replay = _guardian(cli_env, "replay", "--from", "1h", "--quiet")
+        assert f"37 rows inserted, {EVENTS - 37:,} already present" in replay.stdout, replay.stdout
+        assert _sequences(settings, producer_id, deleted) == deleted
+        assert rows_for_producer(settings, producer_id) == EVENTS
+        assert _hot_view(client, producer_id) == before
+        _read_for(alerts, 3)
+        assert len(alerts.records) == live_count, alerts.records[live_count:]
+        dry = _guardian(cli_env, "replay", "--from", "1h", "--dry-run")
+        assert f"{EVENTS:,} events in {events_topic}" in dry.stdout, dry.stdout
+
+        # `guardian offsets reset`: refused while the worker is a member of the group, acted on once it stopped.
+        refused = _guardian(cli_env, "offsets", "reset", "--to-earliest", "--execute")
+        assert refused.returncode == 2 and "active member" in refused.stderr, refused.stderr + refused.stdout
+        assert _committed(admin, group, events_topic) == {p: end for p, end in ends.items() if end > 0}
+        worker.stop()
+        plan = _guardian(cli_env, "offsets", "reset", "--to-earliest")
+        assert f"{EVENTS:,} events to re-read in total" in plan.stdout and "plan only" in plan.stdout, plan.stdout
+        assert _committed(admin, group, events_topic) == {p: end for p, end in ends.items() if end > 0}
+        executed = wait_for(lambda: _executed(cli_env), 30, "the reset, once the group is empty")
+        assert "moved" in executed.stdout, executed.stdout
         assert set(_committed(admin, group, events_topic).values()) == {0}
+        audited = pg_fetchval(settings.postgres_dsn, "SELECT count(*) FROM guardian_audit WHERE action LIKE"
+                              " 'offsets reset%' AND detail->'params'->>'mode' = '--to-earliest'"
+                              " AND at > now() - interval '5 minutes'")  # fmt: skip
+        assert audited >= 3  # the refused one, the plan, the executed one
 
         worker = WorkerProcess(events_topic, tmp_path, group=group, extra_env=env).start()
         replay_began = time.monotonic()
