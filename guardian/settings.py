@@ -207,6 +207,21 @@ class Settings(BaseSettings):
         3.0, gt=0, description="Default deadline of a trading host's `restore()`: it returns what it has by then."
     )
 
+    # --- Consistency ------------------------------------------------------------
+    verify_interval_s: float = Field(
+        300,
+        ge=0,
+        description=(
+            "How often one worker (the owner of partition 0) verifies that Kafka, PostgreSQL and the hot view "
+            "agree, in a child process at low CPU priority; a mismatch fires a P1 alert. 0: never."
+        ),
+    )
+    verify_window_s: float = Field(
+        600,
+        gt=0,
+        description="What each periodic verification covers: the events Kafka received this long ago and since.",
+    )
+
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the query API listens on.")
     api_port: int = Field(18080, description="Port of the query API.")
@@ -256,6 +271,15 @@ class Settings(BaseSettings):
                 f"GUARDIAN_WORKER_HEARTBEAT_INTERVAL_MS ({self.worker_heartbeat_interval_ms}) is above a third of "
                 f"GUARDIAN_WORKER_SESSION_TIMEOUT_MS ({self.worker_session_timeout_ms}): one late heartbeat would "
                 "evict a live worker"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _verifications_cover_every_event(self) -> Settings:
+        if self.verify_interval_s and self.verify_window_s < self.verify_interval_s:
+            raise ValueError(
+                f"GUARDIAN_VERIFY_WINDOW_S ({self.verify_window_s:g}) is below GUARDIAN_VERIFY_INTERVAL_S"
+                f" ({self.verify_interval_s:g}): events between two verifications would never be verified"
             )
         return self
 

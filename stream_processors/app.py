@@ -41,6 +41,7 @@ from guardian.stream_processors.alerts.outputs import AlertPublisher, WebhookDis
 from guardian.stream_processors.alerts.rules import load_rules
 from guardian.stream_processors.alerts.table_store import TableStore
 from guardian.stream_processors.batch_source import BatchSource
+from guardian.stream_processors.consistency.watch import ConsistencyWatch
 from guardian.stream_processors.ingest import IngestLoop
 from guardian.stream_processors.outbox import Outbox
 from guardian.stream_processors.progress import Progress
@@ -203,6 +204,21 @@ class IngestService(mode.Service):
                 metrics.RECOVERY_ACTIONS.labels("checkpoint or watch", "failed").inc()
                 log.warning("recovery step failed", error=repr(exc))
             await asyncio.sleep(min(HOT_VIEW_CHECK_S, settings.checkpoint_interval_s))
+
+    @mode.Service.task
+    async def _verify_consistency(self) -> None:
+        """Verify Kafka, PostgreSQL and the hot view agree, when this worker leads (consistency/watch.py)."""
+        if not settings.verify_interval_s:
+            return
+        watch = ConsistencyWatch(settings, self.recovery.leads)
+        while not self.should_stop:
+            await asyncio.sleep(settings.verify_interval_s)
+            try:
+                notifications = await watch.run(self.redis)
+                if notifications and PUBLISHER is not None:
+                    await PUBLISHER.publish(notifications)
+            except Exception as exc:  # Redis or Kafka away: the next run tries again
+                log.warning("periodic verification step failed", error=repr(exc))
 
     @mode.Service.task
     async def _watch_progress(self) -> None:

@@ -65,3 +65,16 @@ RECOVERY_CHECKPOINT_TIMESTAMP = Gauge(
 RECOVERY_REBUILDING = Gauge(
     "guardian_recovery_hot_view_rebuilding", "1 while the Redis hot view is incomplete: being rebuilt, or lost"
 )
+CONSISTENCY_LAST_RUN = Gauge(
+    "guardian_consistency_last_run_timestamp_seconds", "When this worker last finished a periodic verification"
+)
+CONSISTENCY_SECONDS = Gauge("guardian_consistency_duration_seconds", "How long the last periodic verification took")
+CONSISTENCY_EVENTS = Gauge("guardian_consistency_events_verified", "Kafka offsets the last verification covered")
+CONSISTENCY_MISMATCHES = Gauge(
+    "guardian_consistency_mismatches",
+    "Mismatches the last verification found, by kind (missing_row, lost_sequence, duplicate_sequence, stale_key, "
+    "corrupt_key, missing_key)",
+    ["kind"],
+)
+CONSISTENCY_RUNS = Counter("guardian_consistency_runs", "Periodic verifications by outcome: ok, mismatch, failed",
+                           ["outcome"])  # fmt: skip

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import orjson
 import pytest
 import redis
@@ -29,6 +30,7 @@ from guardian.schemas.codec import EventCodec
 from guardian.settings import Settings
 from guardian.sinks.migrations import apply_migrations
 from tests.integration.helpers import GUARDIAN, WorkerProcess, pg_fetchval, wait_for
+from tests.integration.test_alerts import AlertsTopic
 from tests.integration.test_recovery import emit_guardrails
 
 EVENTS = 3000
@@ -201,3 +203,46 @@ async def _change_keys(dsn: str, client: redis.Redis, stale: int, garbage: int) 
         return chosen
     finally:
         await conn.close()
+
+
+def test_the_fleet_verifies_itself_and_a_mismatch_fires_a_p1_alert(settings: Settings, isolated, new_topic, tmp_path):
+    alerts_topic = new_topic("verify-alerts")
+    env = {**isolated, "GUARDIAN_ALERTS_TOPIC": alerts_topic, "GUARDIAN_VERIFY_INTERVAL_S": "2"}
+    worker = WorkerProcess(isolated["GUARDIAN_EVENTS_TOPIC"], tmp_path, extra_env=env).start()
+    client = redis.Redis.from_url(isolated["GUARDIAN_REDIS_URL"])
+    alerts = AlertsTopic(settings, alerts_topic)
+    try:
+        topic = isolated["GUARDIAN_EVENTS_TOPIC"]
+        with GuardianProducer(settings, producer_id=f"watch-{uuid.uuid4().hex[:6]}", topic=topic,
+                              spool_dir=tmp_path / "spool") as producer:  # fmt: skip
+            emit_guardrails(producer, 400)
+            assert producer.flush(30) == 0
+        wait_for(lambda: _rows(isolated) == 400, 60, "400 rows")
+        wait_for(
+            lambda: 'guardian_consistency_runs_total{outcome="ok"}' in _metrics(worker), 60, "a clean verification"
+        )
+        assert 'guardian_consistency_mismatches{kind="corrupt_key"} 0.0' in _metrics(worker)
+
+        client.set("guardian:latest:RC03:CIRCUIT_BREAKER", b"not an event")
+        fired = wait_for(lambda: _consistency_alerts(alerts, "FIRING"), 60, "the consistency alert")
+        assert fired[0]["severity"] == "P1" and fired[0]["labels"] == {"kind": "corrupt_key"}, fired
+        assert 'guardian_consistency_mismatches{kind="corrupt_key"} 1.0' in _metrics(worker)
+
+        code, _ = _verify({**isolated, "GUARDIAN_WORKER_GROUP": worker.group}, "--repair")
+        assert code == 0
+        wait_for(lambda: _consistency_alerts(alerts, "RESOLVED"), 60, "the alert resolved by a clean run")
+        assert len(_consistency_alerts(alerts, "FIRING")) == 1, "fired once, not at every run"
+        assert worker.alive(), worker.log()[-3000:]
+    finally:
+        worker.stop()
+
+
+def _metrics(worker: WorkerProcess) -> str:
+    try:
+        return httpx.get(f"http://127.0.0.1:{worker.port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""
+
+
+def _consistency_alerts(alerts: AlertsTopic, status: str) -> list[dict]:
+    return [a for a in alerts.read() if a["rule"] == "consistency_mismatch" and a["status"] == status]
