@@ -44,7 +44,7 @@ endif
 demo: setup
 	$(BIN)/guardian demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
-## bench: producer, pipeline and recovery benchmarks; tables printed, JSON in bench/results/
+## bench: producer, pipeline, recovery and consistency benchmarks; tables printed, JSON in bench/results/
 bench: stack
 	$(BIN)/guardian bench all
 

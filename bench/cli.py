@@ -1,4 +1,4 @@
-"""`guardian bench producer | pipeline | recovery | all`: print a table, write bench/results/<name>.json."""
+"""`guardian bench producer | pipeline | recovery | consistency | all`: a table each, bench/results/<name>.json."""
 
 from __future__ import annotations
 
@@ -104,6 +104,19 @@ def recovery(events: int, checkpoint_events: int, warmup: bool) -> None:
     write_result("recovery", {**run_recovery_bench(get_settings(), events, checkpoint_events), **stack})
 
 
+@bench.command()
+@click.option("--events", type=int, default=1_000_000, show_default=True, help="Events loaded, verified, replayed.")
+@click.option("--rate", type=int, default=1000, show_default=True, help="Events/s of the live fleet during replays.")
+@click.option("--seconds", type=float, default=30.0, show_default=True, help="Measured seconds of each live run.")
+@WARMUP_OPTION
+def consistency(events: int, rate: int, seconds: float, warmup: bool) -> None:
+    """guardian verify's rate over N events, guardian replay beside a live fleet, the periodic verifier's cost."""
+    from bench.consistency import run_consistency_bench
+
+    stack = _ensure_stack(warmup)
+    write_result("consistency", {**run_consistency_bench(get_settings(), events, rate, seconds), **stack})
+
+
 @bench.command(name="all")
 @click.pass_context
 def run_all(ctx: click.Context) -> None:
@@ -111,3 +124,4 @@ def run_all(ctx: click.Context) -> None:
     ctx.invoke(producer)
     ctx.invoke(pipeline)
     ctx.invoke(recovery)
+    ctx.invoke(consistency)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import click
@@ -10,6 +11,8 @@ import click
 from guardian.cli_kit import ProgressLine, iso, parse_duration, parse_time
 from guardian.settings import get_settings
 from guardian.sinks.audit import FAILED, audited
+
+REPLAY_NICE = 10
 
 
 @click.command()
@@ -44,6 +47,7 @@ def replay(from_: str, to: str | None, symbols: tuple[str, ...], dry_run: bool, 
             until = params["to"] or "now"
             click.echo(f"{plan.events:,} events in {plan.topic} from {params['from']} to {until}{scope}")
             return
+        os.nice(REPLAY_NICE)  # the live fleet first: this process takes the CPU the fleet leaves over
         bar = ProgressLine(quiet)
         summary = asyncio.run(redrive(settings, plan.ranges(), symbols=symbols, max_rate=max_rate,
                                       progress=lambda done, total: bar("replay", done, total)))  # fmt: skip
