@@ -42,7 +42,9 @@ class ConsistencyWatch:
 
     async def run(self, client: redis.Redis) -> list[Notification]:
         """One verification if this worker leads; the alert changes it calls for."""
-        if not self.leads():
+        if not self.leads():  # another worker verifies: what this one found before is not the fleet's say any more
+            for kind in KINDS:
+                metrics.CONSISTENCY_MISMATCHES.labels(kind).set(0)
             return []
         began = time.monotonic()
         report, failure = await self._verify()
