@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     worker_group: str = Field(
         "guardian-worker",
         description=(
-            "Consumer group of the fleet on the events topic (a replay resets its offsets); Faust's own group, for "
+            "Consumer group of the fleet on the events topic (`guardian offsets reset` moves its offsets); Faust's own group, for "
             "the alert table, is `<group>-state`."
         ),
     )
