@@ -18,7 +18,7 @@ import uuid
 
 import redis
 import yaml
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from guardian.producers import GuardianProducer
@@ -153,6 +153,10 @@ def test_a_replay_of_the_whole_topic_catches_up_without_repaging_duplicating_or_
         assert len(alerts.records) == live_count, alerts.records[live_count:]
         dry = _guardian(cli_env, "replay", "--from", "1h", "--dry-run")
         assert f"{EVENTS:,} events in {events_topic}" in dry.stdout, dry.stdout
+        replays = pg_fetchval(settings.postgres_dsn,
+                              "SELECT array_agg(detail->'outcome'->>'inserted' ORDER BY id) FROM guardian_audit"
+                              " WHERE action LIKE 'replay%' AND target = $1", events_topic)  # fmt: skip
+        assert replays == ["0", "37", None], replays  # each replay audited with its outcome; the dry run too
 
         # `guardian offsets reset`: refused while the worker is a member of the group, acted on once it stopped.
         refused = _guardian(cli_env, "offsets", "reset", "--to-earliest", "--execute")
@@ -184,3 +188,25 @@ def test_a_replay_of_the_whole_topic_catches_up_without_repaging_duplicating_or_
         assert worker.alive(), worker.log()[-3000:]
     finally:
         worker.stop()
+
+
+def test_a_replay_older_than_the_topic_holds_is_refused_with_the_oldest_time(settings: Settings, new_topic, tmp_path):
+    """Retention deletes from the front of each partition; Kafka's DeleteRecords does the same on demand."""
+    topic = new_topic("retention", partitions=2)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for i in range(20):
+        producer.produce(topic, b"not even an event", partition=i % 2, timestamp=1_700_000_000_000 + i * 60_000)
+    assert producer.flush(30) == 0
+    # Partition 0 keeps its last 4 records (minutes 12, 14, 16, 18); partition 1 all of them.
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for future in admin.delete_records([TopicPartition(topic, 0, 6)]).values():
+        future.result(timeout=30)
+    env = {**os.environ, "GUARDIAN_EVENTS_TOPIC": topic}
+    refused = _guardian(env, "replay", "--from", "2023-11-14T22:13:00Z", "--dry-run")
+    oldest = "2023-11-14T22:25:20.000Z"  # 1_700_000_000 s + 12 min
+    assert refused.returncode == 2, refused.stdout
+    assert f"no longer holds events from before {oldest} in partition(s) 0" in refused.stderr, refused.stderr
+    assert "replay from then or later" in refused.stderr
+    accepted = _guardian(env, "replay", "--from", oldest, "--dry-run")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "8 events in" in accepted.stdout, accepted.stdout  # minutes 12-18 of partition 0, 13-19 of partition 1
