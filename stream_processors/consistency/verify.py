@@ -83,7 +83,6 @@ async def verify(settings: Settings, since_s: float, settle_s: float = 10.0) -> 
                                      int((window.start_s - ROWS_SLACK.total_seconds()) * 1000))  # fmt: skip
         report.dead_lettered = sum(found.dead_lettered.values())
         report.stored_elsewhere = len(found.stored_elsewhere)
-        report.rows_checked = window.events - report.dead_lettered - len(found.missing)
         accounted = {(r.producer_id, r.sequence): "missing_rows" for r in found.missing if r.readable}
         accounted |= {key: "dead_lettered" for key in found.dead_sequences}
         accounted |= {(r.producer_id, r.sequence): "stored elsewhere" for r in found.stored_elsewhere}
@@ -95,6 +94,7 @@ async def verify(settings: Settings, since_s: float, settle_s: float = 10.0) -> 
             report.missing = await _still_missing(conn, found.missing, rows_from)
             report.keys = await _still_wrong(client, keys)
             await _still_lost(conn, report.ledger, rows_from)
+        report.rows_checked = window.events - report.dead_lettered - len(report.missing)
     finally:
         await conn.close()
         await client.aclose()
