@@ -71,19 +71,24 @@ class Stack:
             report(action)
 
     def _migrate(self, report: Callable[[str], None]) -> None:
-        """Migrations, then the storage policy reconciled with the settings and maintenance run."""
+        """Migrations, the application's role, then the storage policy reconciled with the settings and
+        maintenance run: all as the owner (GUARDIAN_POSTGRES_ADMIN_DSN)."""
         from guardian.sinks.migrations import apply_migrations
+        from guardian.sinks.roles import ensure_app_role
         from guardian.sinks.storage import StorageJobError, StoragePolicy, upkeep
 
-        dsn = self.settings.postgres_dsn
+        dsn = self.settings.postgres_admin_dsn
         try:
             applied = asyncio.run(apply_migrations(dsn))
+            roles = asyncio.run(ensure_app_role(dsn, self.settings.postgres_dsn))
             changes = asyncio.run(upkeep(dsn, StoragePolicy.from_settings(self.settings)))
         except (OSError, asyncpg.PostgresError, StorageJobError) as exc:
             address = dsn.rsplit("@", 1)[-1]  # never print a password
             raise StackError(f"PostgreSQL at {address} refused the schema: {exc}") from exc
         if applied:
             report(f"{'':<9} {'':<16} applied migrations {', '.join(applied)}")
+        for line in roles:
+            report(f"{'':<9} {'':<16} roles: {line}")
         for line in changes:
             report(f"{'':<9} {'':<16} storage: {line}")
 
