@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "dlq": "guardian.stream_processors.cli:dlq",
     "alerts": "guardian.stream_processors.alerts.cli:alerts",
     "recover": "guardian.stream_processors.recovery.cli:recover",
+    "audit": "guardian.audit_cli:audit",
     "demo": "guardian.demo:demo",
     "bench": "bench.cli:bench",
     "api": "guardian.api.cli:api",
