@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from guardian.kafka_config import ErrorTrap, KafkaUnavailableError, client_config
 from guardian.settings import Settings
@@ -50,7 +51,7 @@ def read_dlq(settings: Settings, limit: int | None, group: str | None = None) ->
             low, high = consumer.get_watermark_offsets(TopicPartition(settings.dlq_topic, p), timeout=10)
             start = low
             if group:
-                committed = consumer.committed([TopicPartition(settings.dlq_topic, p)], timeout=10)[0].offset
+                committed = _committed(consumer, TopicPartition(settings.dlq_topic, p))
                 start = max(low, committed) if committed >= 0 else low
             if start < high:
                 assignment.append(TopicPartition(settings.dlq_topic, p, start))
@@ -77,6 +78,27 @@ def read_dlq(settings: Settings, limit: int | None, group: str | None = None) ->
         return records
     finally:
         consumer.close()
+
+
+# The group's coordinator is not ready yet: a fresh broker creates __consumer_offsets at the first
+# group's first use, and a moved coordinator loads it. Worth waiting for, briefly.
+COORDINATOR_WAIT_S = 30.0
+COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def _committed(consumer: Consumer, partition: TopicPartition) -> int:
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while True:
+        try:
+            return consumer.committed([partition], timeout=10)[0].offset
+        except KafkaException as exc:
+            if exc.args[0].code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def replay_group(settings: Settings) -> str:
