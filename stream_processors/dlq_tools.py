@@ -106,6 +106,15 @@ def replay_group(settings: Settings) -> str:
     return f"{settings.worker_group}{REPLAY_GROUP_SUFFIX}"
 
 
+def offset_ranges(records: list[DeadLetter]) -> dict[str, list[int]]:
+    """partition -> [first offset, last offset] of the records (what an audit row of a replay names)."""
+    ranges: dict[str, list[int]] = {}
+    for record in records:
+        first, last = ranges.get(str(record.partition), [record.offset, record.offset])
+        ranges[str(record.partition)] = [min(first, record.offset), max(last, record.offset)]
+    return ranges
+
+
 def replay_records(settings: Settings, records: list[DeadLetter]) -> int:
     """Re-submit to the events topic, then record the progress in the replay group."""
     producer = Producer(client_config(settings, {"enable.idempotence": True}))
