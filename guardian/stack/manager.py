@@ -93,12 +93,19 @@ class Stack:
             report(f"{'':<9} {'':<16} storage: {line}")
 
     def down(self, report: Callable[[str], None] = print, only: str | None = None) -> None:
-        # Kafka first: it may still be flushing to disk while clients disconnect.
-        for name in ("kafka", "redis", "postgres"):
-            if only and name != only:
-                continue
-            stopped = self.services[name].stop()
-            report(f"{name:<9} {'stopped' if stopped else 'was not running'}")
+        for name in self.stop_order(only):
+            self.stop_one(name, report)
+
+    @staticmethod
+    def stop_order(only: str | None = None) -> list[str]:
+        """Kafka first: it may still be flushing to disk while clients disconnect. PostgreSQL last: the
+        audit row of a `down` is written before it stops."""
+        return [name for name in ("kafka", "redis", "postgres") if only in (None, name)]
+
+    def stop_one(self, name: str, report: Callable[[str], None] = print) -> bool:
+        stopped = self.services[name].stop()
+        report(f"{name:<9} {'stopped' if stopped else 'was not running'}")
+        return stopped
 
     def pids(self) -> dict[str, int | None]:
         return {name: service.process.pid() for name, service in self.services.items()}  # type: ignore[attr-defined]
