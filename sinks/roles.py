@@ -30,8 +30,8 @@ async def ensure_app_role(admin_dsn: str, app_dsn: str) -> list[str]:
         owner = await conn.fetchval("SELECT current_user")
         if user is None or user == owner:
             return [f"application role = the owner ({owner}): guardian_audit is not append-only for it"]
-        if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", WRITER):
-            return [f"no {WRITER} role (the owner lacks CREATEROLE?): grant {user} SELECT, INSERT by hand"]
+        if not await conn.fetchval("SELECT guardian_grant_writer()"):  # the group role and its grants, again
+            return [f"no {WRITER} role ({owner} has no CREATEROLE): docs/operations.md says what to run"]
         done = []
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
             statement = await conn.fetchval("SELECT format('CREATE ROLE %I LOGIN', $1::text)", user)

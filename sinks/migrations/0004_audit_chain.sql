@@ -102,7 +102,9 @@ CREATE TRIGGER guardian_audit_no_truncate BEFORE TRUNCATE ON guardian_audit
 -- Least privilege: guardian_writer is what the application's login role (guardian_app locally,
 -- made by `guardian stack init`) is a member of. It reads everything, appends events and audit
 -- rows, and can change or delete nothing. The owner (the migrating role) keeps storage upkeep.
-DO $roles$
+-- A function, so `guardian stack init` runs it again (idempotent) after an administrator made the
+-- role for an owner without CREATEROLE. False when there is no guardian_writer.
+CREATE OR REPLACE FUNCTION guardian_grant_writer() RETURNS boolean LANGUAGE plpgsql AS $fn$
 DECLARE
     here text := quote_ident(current_schema());
 BEGIN
@@ -111,9 +113,9 @@ BEGIN
             CREATE ROLE guardian_writer NOLOGIN;
         EXCEPTION
             WHEN insufficient_privilege THEN
-                RAISE NOTICE 'guardian_writer not created (% has no CREATEROLE): the application role must '
-                             'be given SELECT, INSERT by hand (docs/operations.md)', current_user;
-                RETURN;
+                RAISE NOTICE 'guardian_writer not created (% has no CREATEROLE): docs/operations.md says what '
+                             'an administrator runs', current_user;
+                RETURN false;
             WHEN duplicate_object OR unique_violation THEN
                 NULL;  -- another database of the cluster migrating at the same time made it
         END;
@@ -125,5 +127,9 @@ BEGIN
     -- Tables and sequences later migrations create (as this role, in this schema).
     EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT SELECT, INSERT ON TABLES TO guardian_writer', here);
     EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT USAGE ON SEQUENCES TO guardian_writer', here);
+    RETURN true;
 END
-$roles$;
+$fn$;
+REVOKE EXECUTE ON FUNCTION guardian_grant_writer() FROM PUBLIC;
+
+SELECT guardian_grant_writer();
