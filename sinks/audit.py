@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import math
 import os
 import socket
 import threading
@@ -42,6 +43,18 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def json_ready(value: Any) -> Any:
+    """`value` as JSON can hold it: non-string keys (partition numbers, ids) as strings, NaN and
+    infinities as null (jsonb refuses them), tuples as lists; anything else json.dumps() leaves to str()."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 async def append(db: asyncpg.Connection | asyncpg.Pool, action: str, *, actor: str, target: str | None = "",
                  status: int | None = OK, detail: dict | None = None,
                  duration_s: float | None = None) -> None:  # fmt: skip
@@ -49,7 +62,7 @@ async def append(db: asyncpg.Connection | asyncpg.Pool, action: str, *, actor: s
     in the hash chain (sinks/migrations/0004_audit_chain.sql)."""
     await db.execute(
         INSERT,
-        actor, action, target, status, json.dumps(detail or {}, default=str),
+        actor, action, target, status, json.dumps(json_ready(detail or {}), default=str),
         None if duration_s is None else round(duration_s, 6),
     )  # fmt: skip
 

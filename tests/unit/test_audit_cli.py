@@ -1,4 +1,4 @@
-"""`guardian audit list`'s pure parts, the DLQ replay's offsets and the DSN's role."""
+"""`guardian audit list`'s pure parts, the DLQ replay's offsets, the DSN's role and the audit's JSON."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from guardian.audit_cli import list_query, parse_since, status_text
+from guardian.sinks.audit import json_ready
 from guardian.sinks.roles import dsn_user
 from guardian.stream_processors.dlq_tools import DeadLetter, offset_ranges
 
@@ -60,3 +61,8 @@ def test_the_application_role_is_the_dsns_user():
     assert dsn_user("postgresql://guardian_app@127.0.0.1:15432/guardian") == ("guardian_app", None)
     assert dsn_user("postgresql://app:p%40ss@db/guardian") == ("app", "p@ss")
     assert dsn_user("postgresql://db/guardian") == (None, None)
+
+
+def test_any_detail_becomes_json_jsonb_takes():
+    detail = {"plan": {3: [10, 20]}, "rate": float("nan"), "pair": (1, float("inf")), "at": {None: 1}}
+    assert json_ready(detail) == {"plan": {"3": [10, 20]}, "rate": None, "pair": [1, None], "at": {"None": 1}}
