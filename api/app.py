@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from guardian.settings import Settings, require_secret
+from guardian.sinks.audit import append as append_audit_row
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -50,13 +51,15 @@ def create_app(settings: Settings) -> FastAPI:
         requests.labels(path, str(response.status_code)).inc()
         if path.startswith("/v1/"):
             who = request.state.actor if hasattr(request.state, "actor") else "anonymous"
-            await app.state.pool.execute(
-                "INSERT INTO guardian_audit (actor, action, target, status, detail) VALUES ($1, $2, $3, $4, $5)",
-                who,
+            # Through the same hash chain as every other row: the table's trigger links it.
+            await append_audit_row(
+                app.state.pool,
                 f"{request.method} {path}",
-                str(request.url.path),
-                response.status_code,
-                json.dumps(dict(request.query_params)),
+                actor=who,
+                target=str(request.url.path),
+                status=response.status_code,
+                detail=dict(request.query_params),
+                duration_s=time.perf_counter() - began,
             )
         return response
 
@@ -100,7 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
         _: Annotated[str, Depends(authenticated)], limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[dict[str, Any]]:
         rows = await app.state.pool.fetch(
-            "SELECT at, actor, action, target, status, detail FROM guardian_audit ORDER BY id DESC LIMIT $1", limit
+            "SELECT id, at, actor, action, target, status, detail, duration_s FROM guardian_audit"
+            " ORDER BY id DESC LIMIT $1",
+            limit,
         )
         return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
 

@@ -74,7 +74,8 @@ async def _drop(admin_dsn: str, name: str) -> None:
 
 def _cli_env(settings: Settings, group: str) -> dict[str, str]:
     return {**os.environ, "GUARDIAN_EVENTS_TOPIC": settings.events_topic, "GUARDIAN_WORKER_GROUP": group,
-            "GUARDIAN_POSTGRES_DSN": settings.postgres_dsn, "GUARDIAN_REDIS_URL": settings.redis_url,
+            "GUARDIAN_POSTGRES_DSN": settings.postgres_dsn, "GUARDIAN_POSTGRES_ADMIN_DSN": settings.postgres_admin_dsn,
+            "GUARDIAN_REDIS_URL": settings.redis_url,
             "GUARDIAN_LOG_LEVEL": "WARNING"}  # fmt: skip
 
 
@@ -154,7 +155,8 @@ def _verifier_cost(settings: Settings, workdir: Path) -> dict:
     for label, interval in (("off", "0"), ("every_5s", "5")):
         fleet = Fleet(settings, workdir, "30")
         fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": interval, "GUARDIAN_VERIFY_WINDOW_S": "7200",
-                          "GUARDIAN_POSTGRES_DSN": settings.postgres_dsn})  # fmt: skip
+                          "GUARDIAN_POSTGRES_DSN": settings.postgres_dsn,
+                          "GUARDIAN_POSTGRES_ADMIN_DSN": settings.postgres_admin_dsn})  # fmt: skip
         worker = fleet.start()
         try:
             result = _throughput(settings, settings.events_topic, BURST, workdir, worker)
@@ -177,13 +179,13 @@ def run_consistency_bench(settings: Settings, events: int, rate: int, seconds: f
     for future in admin.create_topics(created).values():
         future.result(timeout=30)
     name = f"guardian_bench_{suffix}"
-    admin_dsn = getattr(settings, "postgres_admin_dsn", settings.postgres_dsn)
+    admin_dsn = settings.postgres_admin_dsn
     asyncio.run(_create(admin_dsn, name))
     database = int(os.environ.get("GUARDIAN_BENCH_REDIS_DB", "5"))
     bench = settings.model_copy(update={
         "events_topic": topic, "alerts_topic": alerts_topic, "checkpoints_topic": checkpoints_topic,
         "redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{database}",
-        "postgres_dsn": _database(settings.postgres_dsn, name),
+        "postgres_dsn": _database(settings.postgres_dsn, name), "postgres_admin_dsn": _database(admin_dsn, name),
     })  # fmt: skip
     redis.Redis.from_url(bench.redis_url).flushdb()
     result: dict = {"machine": describe_machine(), "events": events}
@@ -191,7 +193,8 @@ def run_consistency_bench(settings: Settings, events: int, rate: int, seconds: f
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             fleet = Fleet(bench, workdir, "30")
-            fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": "0", "GUARDIAN_POSTGRES_DSN": bench.postgres_dsn})
+            fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": "0", "GUARDIAN_POSTGRES_DSN": bench.postgres_dsn,
+                              "GUARDIAN_POSTGRES_ADMIN_DSN": bench.postgres_admin_dsn})  # fmt: skip
             fleet.start()
             try:
                 click.echo(f"consistency benchmark: {events:,} events through one worker (database {name})")

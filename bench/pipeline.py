@@ -327,7 +327,7 @@ def _settle_stores(settings: Settings) -> str:
     (p99 190 ms), and a run with an AOF rewrite in its latency window had p99 86 ms."""
 
     async def vacuum() -> None:
-        conn = await asyncpg.connect(settings.postgres_dsn)
+        conn = await asyncpg.connect(settings.postgres_admin_dsn)
         try:
             await conn.execute("VACUUM (ANALYZE) guardian_events")
         finally:
@@ -357,7 +357,7 @@ def _remove_bench_data(settings: Settings, producer_ids: list[str]) -> tuple[int
     (Per-minute counters keep the bench's counts; they expire after 25 h.)"""
 
     async def delete_rows() -> int:
-        conn = await asyncpg.connect(settings.postgres_dsn)
+        conn = await asyncpg.connect(settings.postgres_admin_dsn)
         try:
             status = await conn.execute("DELETE FROM guardian_events WHERE producer_id = ANY($1)", producer_ids)
             return int(status.split()[-1])

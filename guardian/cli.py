@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "replay": "guardian.stream_processors.replay.cli:replay",
     "offsets": "guardian.stream_processors.replay.cli:offsets",
     "verify": "guardian.stream_processors.consistency.cli:verify",
+    "audit": "guardian.audit_cli:audit",
     "demo": "guardian.demo:demo",
     "bench": "bench.cli:bench",
     "api": "guardian.api.cli:api",

@@ -21,6 +21,10 @@ from guardian.cpus import parse_cpu_list
 from guardian.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout: only the local stack's files live here
+# The local stack's PostgreSQL roles: its bootstrap superuser owns the schema; the application logs in as a
+# member of guardian_writer (sinks/migrations/0004_audit_chain.sql).
+OWNER_ROLE = "guardian"
+APP_ROLE = "guardian_app"
 # Where a process keeps its own state by default (XDG Base Directory): a pip-installed producer must not
 # write under site-packages.
 STATE_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "guardian"
@@ -78,8 +82,21 @@ class Settings(BaseSettings):
     # --- Redis / PostgreSQL ----------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis for the hot view and alerts.")
     postgres_dsn: str = Field(
+        "postgresql://guardian_app@127.0.0.1:15432/guardian",
+        description=(
+            "PostgreSQL/TimescaleDB DSN of the application role (sinks, API, restore, audit): a member of "
+            "`guardian_writer`, which may read and append but not change or delete. The local stack trusts "
+            "loopback; anywhere else put a password in it."
+        ),
+    )
+    postgres_admin_dsn: str = Field(
         "postgresql://guardian@127.0.0.1:15432/guardian",
-        description="PostgreSQL/TimescaleDB DSN. The local stack trusts loopback; anywhere else put a password in it.",
+        description=(
+            "DSN of the role that owns the schema, used only for migrations and storage upkeep (`guardian stack "
+            "init`, a worker's start and hourly upkeep). Unset while `GUARDIAN_POSTGRES_DSN` is set = that DSN: one "
+            "role does both, and the audit trail is then not append-only for the application "
+            "([operations](operations.md#audit-trail))."
+        ),
     )
     retention_days: int = Field(
         7,
@@ -155,8 +172,8 @@ class Settings(BaseSettings):
     worker_group: str = Field(
         "guardian-worker",
         description=(
-            "Consumer group of the fleet on the events topic (`guardian offsets reset` moves its offsets); Faust's own group, for "
-            "the alert table, is `<group>-state`."
+            "Consumer group of the fleet on the events topic (`guardian offsets reset` moves its offsets); Faust's "
+            "own group, for the alert table, is `<group>-state`."
         ),
     )
     worker_stall_s: float = Field(
@@ -301,7 +318,10 @@ class Settings(BaseSettings):
             data.setdefault("kafka_bootstrap", f"127.0.0.1:{kafka}")
             data.setdefault("redis_url", f"redis://127.0.0.1:{data.get('redis_port', 16379)}/0")
             postgres = data.get("postgres_port", 15432)
-            data.setdefault("postgres_dsn", f"postgresql://guardian@127.0.0.1:{postgres}/guardian")
+            if "postgres_dsn" in data:  # one DSN given: one role does both
+                data.setdefault("postgres_admin_dsn", data["postgres_dsn"])
+            data.setdefault("postgres_dsn", f"postgresql://{APP_ROLE}@127.0.0.1:{postgres}/guardian")
+            data.setdefault("postgres_admin_dsn", f"postgresql://{OWNER_ROLE}@127.0.0.1:{postgres}/guardian")
         return data
 
 

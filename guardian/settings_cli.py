@@ -17,7 +17,8 @@ from guardian.settings import Settings, get_settings, masked
 SHOWN_DEFAULTS = {
     "kafka_bootstrap": "127.0.0.1:<GUARDIAN_KAFKA_PORT>",
     "redis_url": "redis://127.0.0.1:<GUARDIAN_REDIS_PORT>/0",
-    "postgres_dsn": "postgresql://guardian@127.0.0.1:<GUARDIAN_POSTGRES_PORT>/guardian",
+    "postgres_dsn": "postgresql://guardian_app@127.0.0.1:<GUARDIAN_POSTGRES_PORT>/guardian",
+    "postgres_admin_dsn": "postgresql://guardian@127.0.0.1:<GUARDIAN_POSTGRES_PORT>/guardian",
     "spool_dir": "$XDG_STATE_HOME/guardian/spool",
     "worker_data_dir": "$XDG_STATE_HOME/guardian/worker",
     "stack_dir": "<checkout>/.stack",

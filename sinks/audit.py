@@ -1,14 +1,17 @@
 """The audit trail (`guardian_audit`): every operation that changes or reveals state, who did it, how it ended.
 
-`record()` appends one row. `audited()` wraps a whole operation (a CLI command, a worker's recovery
-action): it measures the duration and records the parameters, the outcome the operation reports and,
-if it raised, the error, as one row, whatever happens.
+`record()` appends one row (`append()`, on a connection the caller holds). `audited()` wraps a whole
+operation (a CLI command, a worker's recovery action): it measures the duration and records the
+parameters, the outcome the operation reports and, if it raised, the error, as one row, whatever happens.
+The table's triggers chain the rows and refuse changes (sinks/migrations/0004_audit_chain.sql).
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import json
+import math
 import os
 import socket
 import threading
@@ -19,13 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import orjson
 
 from guardian.logs import get_logger
 
 log = get_logger(__name__)
 OK = 0
 FAILED = 1
+CONNECT_TIMEOUT_S = 5
+INSERT = (
+    "INSERT INTO guardian_audit (actor, action, target, status, detail, duration_s) VALUES ($1, $2, $3, $4, $5, $6)"
+)
 
 
 def operator() -> str:
@@ -37,21 +43,39 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def json_ready(value: Any) -> Any:
+    """`value` as JSON can hold it: non-string keys (partition numbers, ids) as strings, NaN and
+    infinities as null (jsonb refuses them), tuples as lists; anything else json.dumps() leaves to str()."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+async def append(db: asyncpg.Connection | asyncpg.Pool, action: str, *, actor: str, target: str | None = "",
+                 status: int | None = OK, detail: dict | None = None,
+                 duration_s: float | None = None) -> None:  # fmt: skip
+    """Insert one row on an open connection or pool. The table's trigger gives it its id, time and place
+    in the hash chain (sinks/migrations/0004_audit_chain.sql)."""
+    await db.execute(
+        INSERT,
+        actor, action, target, status, json.dumps(json_ready(detail or {}), default=str),
+        None if duration_s is None else round(duration_s, 6),
+    )  # fmt: skip
+
+
 async def record(dsn: str, action: str, *, target: str = "", status: int = OK, detail: dict | None = None,
                  actor: str | None = None, duration_s: float | None = None) -> bool:  # fmt: skip
     """Append one row; False (and a log line) when PostgreSQL is unreachable: an operation is never
     blocked by its audit, but the log says the row is missing."""
-    body = dict(detail or {})
-    if duration_s is not None:
-        body["duration_s"] = round(duration_s, 3)
     try:
-        conn = await asyncpg.connect(dsn, timeout=5)
+        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
         try:
-            await conn.execute(
-                "INSERT INTO guardian_audit (actor, action, target, status, detail) VALUES ($1, $2, $3, $4, $5)",
-                actor or operator(), action, target, status,
-                orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS).decode(),
-            )  # fmt: skip
+            await append(conn, action, actor=actor or operator(), target=target, status=status, detail=detail,
+                         duration_s=duration_s)  # fmt: skip
         finally:
             await conn.close()
         return True

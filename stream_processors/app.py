@@ -264,16 +264,17 @@ class IngestService(mode.Service):
 
 
 async def _storage_upkeep() -> None:
-    """Reconcile the store with the settings, run native maintenance, watch the storage jobs."""
+    """Reconcile the store with the settings, run native maintenance, watch the storage jobs: as the
+    schema's owner (GUARDIAN_POSTGRES_ADMIN_DSN); the sinks write as the application role."""
     try:
-        for line in await storage.upkeep(settings.postgres_dsn, StoragePolicy.from_settings(settings)):
+        for line in await storage.upkeep(settings.postgres_admin_dsn, StoragePolicy.from_settings(settings)):
             log.info("storage upkeep", action=line)
     except storage.StorageJobError as exc:  # recorded as the job's failure; the health check below alerts
         log.error("storage maintenance failed", error=str(exc))
     except Exception as exc:  # PostgreSQL down: the sinks retry their writes; upkeep is retried hourly
         log.warning("storage upkeep failed", error=repr(exc))
     try:
-        conn = await asyncpg.connect(settings.postgres_dsn, timeout=10)
+        conn = await asyncpg.connect(settings.postgres_admin_dsn, timeout=10)
         try:
             health = await storage.job_health(conn)
         finally:
@@ -294,7 +295,7 @@ async def prepare_database() -> None:
     from guardian.sinks.migrations import apply_migrations
 
     try:
-        await apply_migrations(settings.postgres_dsn)
+        await apply_migrations(settings.postgres_admin_dsn)
     except Exception as exc:  # the sink retries its writes; the worker must not die for this
         log.warning("could not apply migrations at start", error=repr(exc))
     await _storage_upkeep()

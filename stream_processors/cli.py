@@ -67,15 +67,20 @@ def inspect(limit: int) -> None:
 @dlq.command()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def replay(yes: bool) -> None:
-    """Re-submit dead-letter records not replayed before to the events topic (after a fix)."""
-    from guardian.stream_processors.dlq_tools import read_dlq, replay_group, replay_records
+    """Re-submit dead-letter records not replayed before to the events topic (after a fix). Audited, also
+    when there is nothing to replay or the confirmation is declined."""
+    from guardian.sinks.audit import audited
+    from guardian.stream_processors.dlq_tools import offset_ranges, read_dlq, replay_group, replay_records
 
     settings = get_settings()
-    records = read_dlq(settings, limit=None, group=replay_group(settings))
-    if not records:
-        click.echo("dlq: nothing to replay")
-        return
-    if not yes:
-        click.confirm(f"re-submit {len(records)} record(s) to {settings.events_topic}?", abort=True)
-    sent = replay_records(settings, records)
+    target = f"{settings.dlq_topic} -> {settings.events_topic}"
+    with audited(settings.postgres_dsn, "dlq replay", target=target, params={"yes": yes}) as entry:
+        records = read_dlq(settings, limit=None, group=replay_group(settings))
+        entry.outcome.update(pending=len(records), sent=0, offsets=offset_ranges(records))
+        if not records:
+            click.echo("dlq: nothing to replay")
+            return
+        if not yes:
+            click.confirm(f"re-submit {len(records)} record(s) to {settings.events_topic}?", abort=True)
+        entry.outcome["sent"] = sent = replay_records(settings, records)
     click.echo(f"dlq: re-submitted {sent} record(s) to {settings.events_topic}")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from guardian.kafka_config import ErrorTrap, KafkaUnavailableError, client_config
 from guardian.settings import Settings
@@ -50,7 +51,7 @@ def read_dlq(settings: Settings, limit: int | None, group: str | None = None) ->
             low, high = consumer.get_watermark_offsets(TopicPartition(settings.dlq_topic, p), timeout=10)
             start = low
             if group:
-                committed = consumer.committed([TopicPartition(settings.dlq_topic, p)], timeout=10)[0].offset
+                committed = _committed(consumer, TopicPartition(settings.dlq_topic, p))
                 start = max(low, committed) if committed >= 0 else low
             if start < high:
                 assignment.append(TopicPartition(settings.dlq_topic, p, start))
@@ -79,9 +80,39 @@ def read_dlq(settings: Settings, limit: int | None, group: str | None = None) ->
         consumer.close()
 
 
+# The group's coordinator is not ready yet: a fresh broker creates __consumer_offsets at the first
+# group's first use, and a moved coordinator loads it. Worth waiting for, briefly.
+COORDINATOR_WAIT_S = 30.0
+COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def _committed(consumer: Consumer, partition: TopicPartition) -> int:
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while True:
+        try:
+            return consumer.committed([partition], timeout=10)[0].offset
+        except KafkaException as exc:
+            if exc.args[0].code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def replay_group(settings: Settings) -> str:
     """The consumer group that remembers how far the DLQ was replayed, so nothing is replayed twice."""
     return f"{settings.worker_group}{REPLAY_GROUP_SUFFIX}"
+
+
+def offset_ranges(records: list[DeadLetter]) -> dict[str, list[int]]:
+    """partition -> [first offset, last offset] of the records (what an audit row of a replay names)."""
+    ranges: dict[str, list[int]] = {}
+    for record in records:
+        first, last = ranges.get(str(record.partition), [record.offset, record.offset])
+        ranges[str(record.partition)] = [min(first, record.offset), max(last, record.offset)]
+    return ranges
 
 
 def replay_records(settings: Settings, records: list[DeadLetter]) -> int:

@@ -12,7 +12,11 @@ import yaml
 from guardian.settings import REPO_ROOT, Settings
 
 COMPOSE_FILE = REPO_ROOT / "deploy" / "docker-compose.yml"
-SECRETS = {"GUARDIAN_POSTGRES_PASSWORD": "compose-test", "GUARDIAN_API_TOKEN": "compose-test"}
+SECRETS = {
+    "GUARDIAN_POSTGRES_PASSWORD": "compose-test",
+    "GUARDIAN_POSTGRES_APP_PASSWORD": "compose-test-app",
+    "GUARDIAN_API_TOKEN": "compose-test",
+}
 
 
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -69,3 +73,12 @@ def test_secrets_have_no_default():
     result = compose_config({})
     assert result.returncode != 0
     assert "GUARDIAN_POSTGRES_PASSWORD" in result.stderr
+
+
+def test_only_init_and_the_worker_get_the_owner_role(resolved):
+    services = resolved["services"]
+    for name in ("init", "worker", "api"):
+        assert services[name]["environment"]["GUARDIAN_POSTGRES_DSN"].startswith("postgresql://guardian_app:")
+    for name in ("init", "worker"):  # migrations and storage upkeep
+        assert services[name]["environment"]["GUARDIAN_POSTGRES_ADMIN_DSN"].startswith("postgresql://guardian:")
+    assert "GUARDIAN_POSTGRES_ADMIN_DSN" not in services["api"]["environment"]

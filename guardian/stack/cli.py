@@ -40,18 +40,35 @@ def up() -> None:
 
 @stack.command()
 def init() -> None:
-    """Apply database migrations, reconcile the storage policy and create the topics on the configured
-    services; start nothing."""
+    """Apply database migrations, make the application's role, reconcile the storage policy and create
+    the topics on the configured services; start nothing. Audited."""
+    from guardian.sinks.audit import audited
+
+    settings = get_settings()
+    actions: list[str] = []
+
+    def report(line: str) -> None:
+        click.echo(line)
+        actions.append(line.strip())
+
+    params = {
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "retention_days": settings.retention_days,
+        "chunk_hours": settings.chunk_hours,
+        "compress_after_hours": settings.compress_after_hours,
+    }
     try:
-        _stack().init()
+        with audited(settings.postgres_dsn, "stack init", target=_database(), params=params) as entry:
+            entry.outcome["actions"] = actions
+            _stack().init(report=report)
     except StackError as error:
         _fail(error)
 
 
 @stack.command()
 def down() -> None:
-    """Stop exactly the processes `up` started, by pid."""
-    _stack().down()
+    """Stop exactly the processes `up` started, by pid. Audited (the row is written before PostgreSQL stops)."""
+    _stop_audited("stack down", None)
 
 
 @stack.command()
@@ -73,8 +90,32 @@ def start(service: str) -> None:
 @stack.command()
 @click.argument("service", type=SERVICES)
 def stop(service: str) -> None:
-    """Stop one service."""
-    _stack().down(only=service)
+    """Stop one service. Audited, as `down` is."""
+    _stop_audited("stack stop", service)
+
+
+def _database() -> str:
+    return get_settings().postgres_admin_dsn.rsplit("@", 1)[-1]  # never a password
+
+
+def _stop_audited(action: str, only: str | None) -> None:
+    """Stop the services, writing the audit row while PostgreSQL still runs: after the others stopped and
+    before it stops. A PostgreSQL that is not running leaves a log line instead of the row, and the stop
+    goes on."""
+    from guardian.sinks.audit import audited
+
+    stack = _stack()
+    names = stack.stop_order(only)
+    stopped: dict[str, str] = {}
+    with audited(get_settings().postgres_dsn, action, target=",".join(names), params={"services": names}) as entry:
+        entry.outcome["services"] = stopped
+        for name in names:
+            if name == "postgres":
+                stopped[name] = "stopping after this row"
+                break
+            stopped[name] = "stopped" if stack.stop_one(name, click.echo) else "was not running"
+    if "postgres" in names:
+        stack.stop_one("postgres", click.echo)
 
 
 def _print_status() -> int:

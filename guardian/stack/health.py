@@ -70,14 +70,30 @@ async def _postgres_facts(dsn: str, timeout: float) -> tuple[str, str | None, st
         await conn.close()
 
 
+async def _app_role_problem(dsn: str, timeout: float) -> str | None:
+    """Why the application role cannot log in and read the schema; None when it can."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+        try:
+            await conn.fetchval("SELECT count(*) FROM guardian_meta")
+        finally:
+            await conn.close()
+    except Exception as exc:
+        return f"the application role cannot use the database ({exc}): run `guardian stack init`"
+    return None
+
+
 def probe_postgres(settings: Settings, timeout: float = 5.0) -> Probe:
-    """Healthy: reachable, schema applied, no storage job failing. The detail names the mode and
-    each storage job's last success (and failure)."""
+    """Healthy: reachable, schema applied, the application role able to log in, no storage job failing.
+    The detail names the mode and each storage job's last success (and failure). The storage facts are
+    read as the schema's owner (storage upkeep's role), the login check as the application role."""
     from guardian.sinks.storage import NATIVE, TIMESCALEDB
 
     address = settings.postgres_dsn.rsplit("@", 1)[-1]  # never print a password
     try:
-        version, mode, rule_says, jobs = asyncio.run(_postgres_facts(settings.postgres_dsn, timeout))
+        version, mode, rule_says, jobs = asyncio.run(_postgres_facts(settings.postgres_admin_dsn, timeout))
     except Exception as exc:
         return Probe("postgres", address, False, f"unreachable ({exc})", reachable=False)
     detail = f"postgres {version}, storage mode: {mode or 'schema not applied'}"
@@ -87,7 +103,11 @@ def probe_postgres(settings: Settings, timeout: float = 5.0) -> Probe:
     detail += "".join(f"; {job.describe(now)}" for job in jobs)
     if mode and not jobs:
         detail += "; storage jobs: none ran yet"
-    healthy = mode in (TIMESCALEDB, NATIVE) and not any(job.failing for job in jobs)
+    app_problem = None
+    if mode and settings.postgres_dsn != settings.postgres_admin_dsn:
+        app_problem = asyncio.run(_app_role_problem(settings.postgres_dsn, timeout))
+        detail += f"; {app_problem}" if app_problem else ""
+    healthy = mode in (TIMESCALEDB, NATIVE) and not any(job.failing for job in jobs) and app_problem is None
     return Probe("postgres", address, healthy, detail)
 
 

@@ -71,29 +71,41 @@ class Stack:
             report(action)
 
     def _migrate(self, report: Callable[[str], None]) -> None:
-        """Migrations, then the storage policy reconciled with the settings and maintenance run."""
+        """Migrations, the application's role, then the storage policy reconciled with the settings and
+        maintenance run: all as the owner (GUARDIAN_POSTGRES_ADMIN_DSN)."""
         from guardian.sinks.migrations import apply_migrations
+        from guardian.sinks.roles import ensure_app_role
         from guardian.sinks.storage import StorageJobError, StoragePolicy, upkeep
 
-        dsn = self.settings.postgres_dsn
+        dsn = self.settings.postgres_admin_dsn
         try:
             applied = asyncio.run(apply_migrations(dsn))
+            roles = asyncio.run(ensure_app_role(dsn, self.settings.postgres_dsn))
             changes = asyncio.run(upkeep(dsn, StoragePolicy.from_settings(self.settings)))
         except (OSError, asyncpg.PostgresError, StorageJobError) as exc:
             address = dsn.rsplit("@", 1)[-1]  # never print a password
             raise StackError(f"PostgreSQL at {address} refused the schema: {exc}") from exc
         if applied:
             report(f"{'':<9} {'':<16} applied migrations {', '.join(applied)}")
+        for line in roles:
+            report(f"{'':<9} {'':<16} roles: {line}")
         for line in changes:
             report(f"{'':<9} {'':<16} storage: {line}")
 
     def down(self, report: Callable[[str], None] = print, only: str | None = None) -> None:
-        # Kafka first: it may still be flushing to disk while clients disconnect.
-        for name in ("kafka", "redis", "postgres"):
-            if only and name != only:
-                continue
-            stopped = self.services[name].stop()
-            report(f"{name:<9} {'stopped' if stopped else 'was not running'}")
+        for name in self.stop_order(only):
+            self.stop_one(name, report)
+
+    @staticmethod
+    def stop_order(only: str | None = None) -> list[str]:
+        """Kafka first: it may still be flushing to disk while clients disconnect. PostgreSQL last: the
+        audit row of a `down` is written before it stops."""
+        return [name for name in ("kafka", "redis", "postgres") if only in (None, name)]
+
+    def stop_one(self, name: str, report: Callable[[str], None] = print) -> bool:
+        stopped = self.services[name].stop()
+        report(f"{name:<9} {'stopped' if stopped else 'was not running'}")
+        return stopped
 
     def pids(self) -> dict[str, int | None]:
         return {name: service.process.pid() for name, service in self.services.items()}  # type: ignore[attr-defined]

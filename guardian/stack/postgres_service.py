@@ -11,14 +11,14 @@ import signal
 import subprocess
 from pathlib import Path
 
-from guardian.settings import Settings
+from guardian.settings import OWNER_ROLE, Settings
 from guardian.stack.errors import StackError
 from guardian.stack.layout import StackLayout
 from guardian.stack.process import ManagedProcess, ensure_port_free, port_open, wait_until
 from guardian.stack.system import postgres_bin_dir
 
 DATABASE = "guardian"
-ROLE = "guardian"
+ROLE = OWNER_ROLE  # initdb's bootstrap superuser: owns the schema
 
 
 class PostgresService:

@@ -11,6 +11,7 @@ import click
 import redis
 
 from guardian.settings import get_settings
+from guardian.sinks.audit import audited
 from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, SILENCES
 from guardian.stream_processors.alerts.rules import RulesError, load_rules
 
@@ -66,14 +67,18 @@ def _matchers(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--for", "duration", default="1h", show_default=True, help="How long: 30m, 2h, 1d ...")
 @click.option("--comment", default="", help="Why (shown by `guardian alerts silences`).")
 def silence(matchers: tuple[str, ...], duration: str, comment: str) -> None:
-    """Mute notifications of alerts matching every NAME=VALUE (e.g. rule=drift-sustained symbol=AAPL)."""
+    """Mute notifications of alerts matching every NAME=VALUE (e.g. rule=drift-sustained symbol=AAPL). Audited."""
     seconds = _duration(duration)
+    matched = _matchers(matchers)
     silence_id = uuid.uuid4().hex[:12]
-    body = {"matchers": _matchers(matchers), "expires_at_us": int((time.time() + seconds) * 1e6), "comment": comment}
-    _client().hset(SILENCES, silence_id, json.dumps(body))
-    click.echo(
-        f"silence {silence_id} until {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(time.time() + seconds))}"
-    )
+    params = {"matchers": matched, "for": duration, "comment": comment}
+    with audited(get_settings().postgres_dsn, "alerts silence", target=silence_id, params=params) as entry:
+        expires_at = time.time() + seconds
+        body = {"matchers": matched, "expires_at_us": int(expires_at * 1e6), "comment": comment}
+        _client().hset(SILENCES, silence_id, json.dumps(body))
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires_at))
+        entry.outcome["until"] = until
+    click.echo(f"silence {silence_id} until {until}")
 
 
 @alerts.command()
@@ -94,9 +99,12 @@ def silences() -> None:
 @alerts.command()
 @click.argument("silence_id")
 def unsilence(silence_id: str) -> None:
-    """Remove a silence before it expires."""
-    if not _client().hdel(SILENCES, silence_id):
-        raise click.ClickException(f"no silence {silence_id!r} (see `guardian alerts silences`)")
+    """Remove a silence before it expires. Audited (a silence that is not there: as failed)."""
+    with audited(get_settings().postgres_dsn, "alerts unsilence", target=silence_id) as entry:
+        removed, deleted = _client().pipeline().hget(SILENCES, silence_id).hdel(SILENCES, silence_id).execute()
+        if not deleted:
+            raise click.ClickException(f"no silence {silence_id!r} (see `guardian alerts silences`)")
+        entry.outcome["removed"] = json.loads(removed) if removed else None
     click.echo(f"silence {silence_id} removed")
 
 

@@ -55,9 +55,10 @@ def checkpoints(forget: str | None) -> None:
         kind, _, owner = forget.partition("/")
         if kind not in (FLEET, HOST) or not owner:
             raise click.BadParameter("FLEET/<group> or HOST/<producer id>", param_hint="--forget")
-        keys = store.forget(kind, owner)
-        asyncio.run(audit.record(settings.postgres_dsn, "recover checkpoints --forget", target=forget,
-                                 detail={"keys": [k.decode() for k in keys]}))  # fmt: skip
+        with audit.audited(settings.postgres_dsn, "recover checkpoints --forget", target=forget,
+                           params={"owner": forget}) as entry:  # fmt: skip
+            keys = store.forget(kind, owner)
+            entry.outcome["keys"] = [k.decode() for k in keys]
         click.echo(f"forgot {len(keys)} checkpoint(s) of {forget}" if keys else f"no checkpoints of {forget}")
         return
     rows = {}

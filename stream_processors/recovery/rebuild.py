@@ -171,13 +171,15 @@ async def rebuild_hot_view(
     except BaseException as exc:
         # Left REBUILDING: readers keep treating the view as incomplete until a rebuild finishes.
         await audit.record(settings.postgres_dsn, "recover hot-view", target=settings.redis_url, status=1,
-                           detail={"reason": reason, "error": repr(exc)}, actor=actor)  # fmt: skip
+                           detail={"reason": reason, "error": repr(exc)}, actor=actor,
+                           duration_s=time.monotonic() - began)  # fmt: skip
         raise
     finally:
         keeper.cancel()
         if report is not None and report.seconds:
             await audit.record(settings.postgres_dsn, "recover hot-view", target=settings.redis_url, status=0,
-                               detail={"reason": reason, **asdict(report)}, actor=actor)  # fmt: skip
+                               detail={"reason": reason, **asdict(report)}, actor=actor,
+                               duration_s=time.monotonic() - began)  # fmt: skip
         if await client.get(LOCK_KEY) == token.encode():
             await client.delete(LOCK_KEY)
         await client.aclose()

@@ -59,7 +59,20 @@ def test_events_by_symbol_newest_first_and_every_call_audited(client, settings: 
     audit = client.get("/v1/audit", params={"limit": 5}, headers=headers).json()
     call = next(a for a in audit if a["action"] == "GET /v1/events" and a["detail"].get("symbol") == symbol)
     assert call["status"] == 200 and call["actor"].startswith("token:")
+    assert call["duration_s"] is not None and 0 <= call["duration_s"] < 60
     assert TOKEN not in str(audit)
+    # Chained by the table's trigger like every other row.
+    prev_hash, row_hash = asyncio.run(_chain_of(settings.postgres_dsn, call["id"]))
+    assert len(prev_hash) == len(row_hash) == 32
+
+
+async def _chain_of(dsn: str, row_id: int) -> tuple[bytes, bytes]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow("SELECT prev_hash, hash FROM guardian_audit WHERE id = $1", row_id)
+        return row["prev_hash"], row["hash"]
+    finally:
+        await conn.close()
 
 
 def test_health_and_metrics_need_no_token(client):

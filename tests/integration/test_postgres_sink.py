@@ -41,7 +41,7 @@ def test_a_batch_is_stored_once_with_typed_columns(settings: Settings, size: int
             await sink.write(batch)
             await sink.write(batch)  # redelivered: nothing twice
             await sink.write(batch[: size // 2])  # and a part of it again, alone
-            conn = await asyncpg.connect(settings.postgres_dsn)
+            conn = await asyncpg.connect(settings.postgres_admin_dsn)  # the DELETE below is the owner's
             try:
                 rows = await conn.fetch(
                     "SELECT event_time, event_id::text, sequence, payload_type, payload::text, kafka_partition,"

@@ -72,8 +72,12 @@ def _executed(env: dict[str, str]) -> subprocess.CompletedProcess[str] | None:
 
 def _delete_rows(settings: Settings, producer_id: str, count: int) -> list[int]:
     sequences = sorted(random.sample(_sequences(settings, producer_id), count))
-    pg_fetchval(settings.postgres_dsn, "DELETE FROM guardian_events WHERE producer_id = $1 AND sequence = ANY($2)",
-                producer_id, sequences)  # fmt: skip
+    pg_fetchval(
+        settings.postgres_admin_dsn,  # the application's role may not delete
+        "DELETE FROM guardian_events WHERE producer_id = $1 AND sequence = ANY($2)",
+        producer_id,
+        sequences,
+    )
     return sequences
 
 

@@ -146,7 +146,7 @@ def test_timescaledb_hypertable_follows_the_settings(settings: Settings):
     from guardian.sinks.storage import TIMESCALEDB, recorded_mode
 
     async def check() -> None:
-        conn = await asyncpg.connect(settings.postgres_dsn)
+        conn = await asyncpg.connect(settings.postgres_admin_dsn)
         try:
             if await recorded_mode(conn) != TIMESCALEDB:
                 pytest.skip("the store is in native mode: TimescaleDB is not installed and preloaded here")

@@ -44,10 +44,10 @@ async def _fetch(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
 def store_dsn(settings: Settings) -> Iterator[str]:
     """A fresh database with the schema applied, dropped afterwards."""
     name = f"guardian_storage_{uuid.uuid4().hex[:8]}"
-    base, _, _ = settings.postgres_dsn.rpartition("/")
+    base, _, _ = settings.postgres_admin_dsn.rpartition("/")  # the schema's owner: upkeep drops and creates
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(settings.postgres_dsn)
+        conn = await asyncpg.connect(settings.postgres_admin_dsn)
         try:
             await conn.execute(sql)
         finally:
@@ -92,7 +92,7 @@ def _insert_spread(dsn: str, days: int, every: timedelta) -> int:
 
 def test_the_schema_records_the_mode_the_rule_gives(settings: Settings):
     async def facts() -> tuple[str | None, str]:
-        conn = await asyncpg.connect(settings.postgres_dsn)
+        conn = await asyncpg.connect(settings.postgres_admin_dsn)  # the rule reads shared_preload_libraries
         try:
             return await recorded_mode(conn), await mode_by_rule(conn)
         finally:

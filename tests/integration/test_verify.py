@@ -46,7 +46,7 @@ def _with_database(dsn: str, name: str) -> str:
 def isolated(settings: Settings, new_topic) -> Iterator[dict[str, str]]:
     """Environment of a worker and CLI with their own events topic, database and Redis database."""
     name = f"guardian_verify_{uuid.uuid4().hex[:8]}"
-    admin = getattr(settings, "postgres_admin_dsn", settings.postgres_dsn)
+    admin = settings.postgres_admin_dsn
 
     async def create() -> None:
         conn = await asyncpg.connect(admin)

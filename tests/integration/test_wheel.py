@@ -102,8 +102,8 @@ def test_the_producer_spools_under_the_state_directory_not_site_packages(install
 
 def test_the_migrations_apply_from_the_wheel(installed: Path, tmp_path: Path, settings: Settings):
     name = f"guardian_wheel_{uuid.uuid4().hex[:8]}"
-    pg_fetchval(settings.postgres_dsn, f"CREATE DATABASE {name}")
-    dsn = f"{settings.postgres_dsn.rpartition('/')[0]}/{name}"
+    pg_fetchval(settings.postgres_admin_dsn, f"CREATE DATABASE {name}")
+    dsn = f"{settings.postgres_admin_dsn.rpartition('/')[0]}/{name}"
     try:
         result = _run(
             installed, "python", "-c",
@@ -112,10 +112,10 @@ def test_the_migrations_apply_from_the_wheel(installed: Path, tmp_path: Path, se
             cwd=tmp_path,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        assert "0001_events" in result.stdout and "0003_storage" in result.stdout
+        assert "0001_events" in result.stdout and "0004_audit_chain" in result.stdout
         assert pg_fetchval(dsn, "SELECT value FROM guardian_meta WHERE key = 'storage_mode'")
     finally:
-        pg_fetchval(settings.postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
+        pg_fetchval(settings.postgres_admin_dsn, f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_a_restore_and_the_recovery_commands_work_from_the_wheel(installed: Path, tmp_path: Path):

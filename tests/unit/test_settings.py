@@ -26,6 +26,27 @@ def test_client_addresses_follow_local_ports(monkeypatch):
     assert settings.postgres_dsn.endswith("@127.0.0.1:25432/guardian")
 
 
+def test_the_application_and_the_owner_have_their_own_roles_locally(monkeypatch):
+    monkeypatch.setenv("GUARDIAN_POSTGRES_PORT", "25432")
+    monkeypatch.delenv("GUARDIAN_POSTGRES_DSN", raising=False)
+    monkeypatch.delenv("GUARDIAN_POSTGRES_ADMIN_DSN", raising=False)
+    settings = Settings()
+    assert settings.postgres_dsn == "postgresql://guardian_app@127.0.0.1:25432/guardian"
+    assert settings.postgres_admin_dsn == "postgresql://guardian@127.0.0.1:25432/guardian"
+
+
+def test_one_dsn_given_is_both_roles_unless_the_owners_is_given_too(monkeypatch):
+    monkeypatch.setenv("GUARDIAN_POSTGRES_DSN", "postgresql://app:pw@db:5432/g")
+    monkeypatch.delenv("GUARDIAN_POSTGRES_ADMIN_DSN", raising=False)
+    assert Settings().postgres_admin_dsn == "postgresql://app:pw@db:5432/g"
+    monkeypatch.setenv("GUARDIAN_POSTGRES_ADMIN_DSN", "postgresql://owner:pw@db:5432/g")
+    settings = Settings()
+    assert (settings.postgres_dsn, settings.postgres_admin_dsn) == (
+        "postgresql://app:pw@db:5432/g",
+        "postgresql://owner:pw@db:5432/g",
+    )
+
+
 def test_an_explicit_address_wins_over_the_port(monkeypatch):
     monkeypatch.setenv("GUARDIAN_KAFKA_PORT", "29092")
     monkeypatch.setenv("GUARDIAN_KAFKA_BOOTSTRAP", "broker-1:9092,broker-2:9092")
