@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import click
@@ -42,34 +41,13 @@ from guardian.kafka_config import client_config
 from guardian.kafka_ranges import consume_ranges
 from guardian.schemas.checkpoint import TOPIC_CONFIG
 from guardian.settings import Settings
-from guardian.sinks.migrations import apply_migrations
+from guardian.sinks.databases import create_database, drop_database, in_database
 from guardian.stack.process import wait_until
 from guardian.stream_processors.consistency.window import take_window
 
 RUNS = 3
 BURST = 200_000
 REPLAY_LINE = re.compile(r"replayed ([\d,]+) events in ([\d.]+) s \(([\d,]+)/s\)")
-
-
-def _database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
-async def _create(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    await apply_migrations(_database(admin_dsn, name))
-
-
-async def _drop(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def _cli_env(settings: Settings, group: str) -> dict[str, str]:
@@ -180,12 +158,12 @@ def run_consistency_bench(settings: Settings, events: int, rate: int, seconds: f
         future.result(timeout=30)
     name = f"guardian_bench_{suffix}"
     admin_dsn = settings.postgres_admin_dsn
-    asyncio.run(_create(admin_dsn, name))
+    asyncio.run(create_database(admin_dsn, name))
     database = int(os.environ.get("GUARDIAN_BENCH_REDIS_DB", "5"))
     bench = settings.model_copy(update={
         "events_topic": topic, "alerts_topic": alerts_topic, "checkpoints_topic": checkpoints_topic,
         "redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{database}",
-        "postgres_dsn": _database(settings.postgres_dsn, name), "postgres_admin_dsn": _database(admin_dsn, name),
+        "postgres_dsn": in_database(settings.postgres_dsn, name), "postgres_admin_dsn": in_database(admin_dsn, name),
     })  # fmt: skip
     redis.Redis.from_url(bench.redis_url).flushdb()
     result: dict = {"machine": describe_machine(), "events": events}
@@ -211,7 +189,7 @@ def run_consistency_bench(settings: Settings, events: int, rate: int, seconds: f
             result.update(_verifier_cost(bench, workdir))
     finally:
         redis.Redis.from_url(bench.redis_url).flushdb()
-        asyncio.run(_drop(admin_dsn, name))
+        asyncio.run(drop_database(admin_dsn, name))
         admin.delete_topics([t for t in admin.list_topics(timeout=10).topics
                              if suffix in t or t.startswith("bench-recovery-")])  # fmt: skip
     click.echo(f"{'metric':<46}{'value':>24}")

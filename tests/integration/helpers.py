@@ -9,13 +9,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from guardian.settings import Settings
+from guardian.sinks.databases import create_database, drop_database, in_database
+from guardian.sinks.roles import ensure_app_role
 from guardian.stack.process import free_port
 
 GUARDIAN = str(Path(sys.executable).with_name("guardian"))
@@ -88,7 +93,43 @@ def pg_fetchval(dsn: str, query: str, *args: object) -> object:
     return asyncio.run(run())
 
 
+async def fetch_rows(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
 def rows_for_producer(settings: Settings, producer_id: str) -> int:
     return int(
         pg_fetchval(settings.postgres_dsn, "SELECT count(*) FROM guardian_events WHERE producer_id = $1", producer_id)
     )  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ScratchDb:
+    name: str
+    admin: str  # the owner's DSN
+    app: str  # the application role's: it may read and append, never change the audit trail
+
+    def env(self) -> dict[str, str]:
+        return {"GUARDIAN_POSTGRES_DSN": self.app, "GUARDIAN_POSTGRES_ADMIN_DSN": self.admin}
+
+
+@contextmanager
+def scratch_database(settings: Settings, prefix: str, *, migrate: bool = True) -> Iterator[ScratchDb]:
+    """A database of the test's own on the stack's server, with the schema and an application role that is
+    not the owner (one made for tests when the settings name a single role), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = asyncio.run(create_database(settings.postgres_admin_dsn, name, migrate=migrate))
+    app = in_database(settings.postgres_dsn, name)
+    if settings.postgres_dsn == settings.postgres_admin_dsn:
+        parts = urlsplit(app)
+        app = urlunsplit(parts._replace(netloc=f"guardian_test_app:{uuid.uuid4().hex}@{parts.hostname}:{parts.port}"))
+    try:
+        if migrate:
+            asyncio.run(ensure_app_role(admin, app))
+        yield ScratchDb(name, admin, app)
+    finally:
+        asyncio.run(drop_database(settings.postgres_admin_dsn, name))

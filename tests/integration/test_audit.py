@@ -15,7 +15,6 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import asyncpg
 import pytest
@@ -24,23 +23,15 @@ from confluent_kafka import Producer
 from guardian.settings import Settings
 from guardian.sinks import audit
 from guardian.sinks.migrations import apply_migrations, migration_files
-from guardian.sinks.roles import ensure_app_role
 from guardian.sinks.storage import TIMESCALEDB, mode_by_rule
-from tests.integration.helpers import GUARDIAN, pg_fetchval
+from tests.integration.helpers import GUARDIAN, ScratchDb, pg_fetchval, scratch_database
+from tests.integration.helpers import fetch_rows as _fetch
 
 
 def guardian(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [GUARDIAN, *args], capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})}
     )
-
-
-async def _fetch(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
 
 
 def rows_after(settings: Settings, first_id: int, action: str, target: str | None = None) -> list[dict]:
@@ -161,38 +152,14 @@ def test_forgetting_checkpoints_is_audited(settings: Settings):
 # --- append-only and hash-chained, in a database of its own -------------------------------------
 
 
-@dataclass(frozen=True)
-class AuditDb:
-    admin: str  # the owner
-    app: str  # the application's role
-
-    def env(self) -> dict[str, str]:
-        return {"GUARDIAN_POSTGRES_DSN": self.app, "GUARDIAN_POSTGRES_ADMIN_DSN": self.admin}
-
-
-def _fresh_database(settings: Settings) -> tuple[str, AuditDb]:
-    name = f"guardian_audit_{uuid.uuid4().hex[:8]}"
-    pg_fetchval(settings.postgres_admin_dsn, f"CREATE DATABASE {name}")
-    return name, AuditDb(
-        f"{settings.postgres_admin_dsn.rpartition('/')[0]}/{name}", f"{settings.postgres_dsn.rpartition('/')[0]}/{name}"
-    )
-
-
 @pytest.fixture
-def audit_db(settings: Settings) -> Iterator[AuditDb]:
-    """A fresh database with the schema and the application's role."""
-    if settings.postgres_dsn == settings.postgres_admin_dsn:
-        pytest.skip("one role does both here (GUARDIAN_POSTGRES_ADMIN_DSN unset): nothing to separate")
-    name, db = _fresh_database(settings)
-    try:
-        asyncio.run(apply_migrations(db.admin))
-        asyncio.run(ensure_app_role(db.admin, db.app))
+def audit_db(settings: Settings) -> Iterator[ScratchDb]:
+    """A fresh database with the schema and an application role that is not the owner."""
+    with scratch_database(settings, "guardian_audit") as db:
         yield db
-    finally:
-        pg_fetchval(settings.postgres_admin_dsn, f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def _append(db: AuditDb, count: int, actor: str = "tester@host", action: str = "test op") -> list[int]:
+def _append(db: ScratchDb, count: int, actor: str = "tester@host", action: str = "test op") -> list[int]:
     async def go() -> list[int]:
         for i in range(count):
             assert await audit.record(db.app, action, target=f"t{i}", detail={"i": i}, actor=actor, duration_s=0.25)
@@ -201,7 +168,7 @@ def _append(db: AuditDb, count: int, actor: str = "tester@host", action: str = "
     return asyncio.run(go())
 
 
-def _as_owner_without_triggers(db: AuditDb, statement: str) -> None:
+def _as_owner_without_triggers(db: ScratchDb, statement: str) -> None:
     """What someone with the owner's role (or a superuser) could do: switch the guards off and change rows."""
     asyncio.run(_fetch(db.admin, "ALTER TABLE guardian_audit DISABLE TRIGGER USER"))
     try:
@@ -211,7 +178,7 @@ def _as_owner_without_triggers(db: AuditDb, statement: str) -> None:
 
 
 def test_the_application_role_cannot_update_delete_or_truncate_and_neither_can_the_owner_unguarded(
-    audit_db: AuditDb,
+    audit_db: ScratchDb,
 ):
     [row_id] = _append(audit_db, 1)
     for statement in (
@@ -236,7 +203,7 @@ def test_the_application_role_cannot_update_delete_or_truncate_and_neither_can_t
     assert guardian("audit", "verify", env=audit_db.env()).returncode == 0
 
 
-def test_an_edited_row_makes_verify_fail_naming_it(audit_db: AuditDb):
+def test_an_edited_row_makes_verify_fail_naming_it(audit_db: ScratchDb):
     ids = _append(audit_db, 5)
     clean = guardian("audit", "verify", env=audit_db.env())
     assert clean.returncode == 0 and "5 row(s)" in clean.stdout, clean.stderr
@@ -249,7 +216,7 @@ def test_an_edited_row_makes_verify_fail_naming_it(audit_db: AuditDb):
     assert f"BROKEN at row {ids[2]}: edited" in broken.stderr, broken.stderr
 
 
-def test_a_deleted_middle_row_makes_verify_fail_at_the_row_after_it(audit_db: AuditDb):
+def test_a_deleted_middle_row_makes_verify_fail_at_the_row_after_it(audit_db: ScratchDb):
     ids = _append(audit_db, 5)
     _as_owner_without_triggers(audit_db, f"DELETE FROM guardian_audit WHERE id = {ids[2]}")
     broken = guardian("audit", "verify", env=audit_db.env())
@@ -258,7 +225,7 @@ def test_a_deleted_middle_row_makes_verify_fail_at_the_row_after_it(audit_db: Au
     assert "deleted" in broken.stderr
 
 
-def test_deleting_the_newest_rows_needs_an_anchor_to_show(audit_db: AuditDb):
+def test_deleting_the_newest_rows_needs_an_anchor_to_show(audit_db: ScratchDb):
     """The documented limit: a chain cut short at its end is still a valid chain."""
     ids = _append(audit_db, 4)
     clean = guardian("audit", "verify", env=audit_db.env())
@@ -273,7 +240,7 @@ def test_deleting_the_newest_rows_needs_an_anchor_to_show(audit_db: AuditDb):
     assert anchored.returncode == 1 and f"BROKEN at row {ids[-1]}: the anchor row is gone" in anchored.stderr
 
 
-def test_concurrent_appends_keep_one_valid_chain(audit_db: AuditDb):
+def test_concurrent_appends_keep_one_valid_chain(audit_db: ScratchDb):
     async def many() -> list[bool]:
         return await asyncio.gather(
             *(audit.record(audit_db.app, "parallel", target=str(i), actor=f"client-{i}") for i in range(50))
@@ -287,14 +254,14 @@ def test_concurrent_appends_keep_one_valid_chain(audit_db: AuditDb):
     assert result.returncode == 0 and "50 row(s)" in result.stdout, result.stderr
 
 
-def test_one_role_for_both_is_warned_about(audit_db: AuditDb):
+def test_one_role_for_both_is_warned_about(audit_db: ScratchDb):
     _append(audit_db, 1)
     result = guardian("audit", "verify", env={"GUARDIAN_POSTGRES_DSN": audit_db.admin})
     assert result.returncode == 0
     assert "warning: role" in result.stderr and "guardian_audit" in result.stderr
 
 
-def test_audit_list_filters_by_actor_action_and_time(audit_db: AuditDb):
+def test_audit_list_filters_by_actor_action_and_time(audit_db: ScratchDb):
     _append(audit_db, 2, actor="alice@desk-1", action="dlq replay")
     _append(audit_db, 3, actor="bob@desk-2", action="alerts silence")
 
@@ -318,9 +285,8 @@ def test_audit_list_filters_by_actor_action_and_time(audit_db: AuditDb):
 def test_rows_written_before_the_chain_are_chained_by_the_migration(settings: Settings):
     """An existing trail: its rows get hashes in id order, and record()'s old detail.duration_s moves
     to its column."""
-    name, db = _fresh_database(settings)
 
-    async def up_to_0003() -> None:
+    async def up_to_0003(db: ScratchDb) -> None:
         conn = await asyncpg.connect(db.admin)
         try:
             timescale = await mode_by_rule(conn) == TIMESCALEDB
@@ -341,8 +307,8 @@ def test_rows_written_before_the_chain_are_chained_by_the_migration(settings: Se
         finally:
             await conn.close()
 
-    try:
-        asyncio.run(up_to_0003())
+    with scratch_database(settings, "guardian_audit", migrate=False) as db:
+        asyncio.run(up_to_0003(db))
         assert asyncio.run(apply_migrations(db.admin)) == [v for v, _ in migration_files() if v >= "0004"]
         rows = asyncio.run(_fetch(db.admin, "SELECT duration_s, detail FROM guardian_audit ORDER BY id"))
         assert [(r["duration_s"], json.loads(r["detail"])) for r in rows] == [
@@ -351,8 +317,6 @@ def test_rows_written_before_the_chain_are_chained_by_the_migration(settings: Se
         ]
         result = guardian("audit", "verify", env={"GUARDIAN_POSTGRES_DSN": db.admin})
         assert result.returncode == 0 and "2 row(s)" in result.stdout, result.stderr
-    finally:
-        pg_fetchval(settings.postgres_admin_dsn, f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_a_hot_view_rebuild_records_its_duration(settings: Settings):

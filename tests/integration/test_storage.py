@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,44 +19,23 @@ import pytest
 import redis
 
 from guardian.settings import Settings
-from guardian.sinks.migrations import apply_migrations
 from guardian.sinks.storage import NATIVE, NATIVE_JOB, StoragePolicy, job_health, mode_by_rule, recorded_mode, upkeep
 from guardian.stream_processors.alerts.engine import fingerprint
 from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY
 from guardian.stream_processors.storage_watch import RULE
-from tests.integration.helpers import GUARDIAN, WorkerProcess, wait_for
+from tests.integration.helpers import GUARDIAN, WorkerProcess, scratch_database, wait_for
+from tests.integration.helpers import fetch_rows as _fetch
 
 
 def _run(coro):
     return asyncio.run(coro)
 
 
-async def _fetch(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def store_dsn(settings: Settings) -> Iterator[str]:
     """A fresh database with the schema applied, dropped afterwards."""
-    name = f"guardian_storage_{uuid.uuid4().hex[:8]}"
-    base, _, _ = settings.postgres_admin_dsn.rpartition("/")  # the schema's owner: upkeep drops and creates
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(settings.postgres_admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _run(admin(f"CREATE DATABASE {name}"))
-    dsn = f"{base}/{name}"
-    _run(apply_migrations(dsn))
-    yield dsn
-    _run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+    with scratch_database(settings, "guardian_storage") as db:
+        yield db.admin  # the schema's owner: upkeep drops and creates
 
 
 @pytest.fixture

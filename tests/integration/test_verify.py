@@ -28,8 +28,7 @@ from confluent_kafka import Producer
 from guardian.producers import GuardianProducer
 from guardian.schemas.codec import EventCodec
 from guardian.settings import Settings
-from guardian.sinks.migrations import apply_migrations
-from tests.integration.helpers import GUARDIAN, WorkerProcess, pg_fetchval, wait_for
+from tests.integration.helpers import GUARDIAN, WorkerProcess, pg_fetchval, scratch_database, wait_for
 from tests.integration.test_alerts import AlertsTopic
 from tests.integration.test_recovery import emit_guardrails
 
@@ -37,46 +36,13 @@ EVENTS = 3000
 ISOLATED_REDIS_DB = 7
 
 
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @pytest.fixture
 def isolated(settings: Settings, new_topic) -> Iterator[dict[str, str]]:
     """Environment of a worker and CLI with their own events topic, database and Redis database."""
-    name = f"guardian_verify_{uuid.uuid4().hex[:8]}"
-    admin = settings.postgres_admin_dsn
-
-    async def create() -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        await apply_migrations(_with_database(admin, name))
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
     redis_url = urlunsplit(urlsplit(settings.redis_url)._replace(path=f"/{ISOLATED_REDIS_DB}"))
     redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        "GUARDIAN_EVENTS_TOPIC": new_topic("verify"),
-        "GUARDIAN_POSTGRES_DSN": _with_database(settings.postgres_dsn, name),
-        "GUARDIAN_REDIS_URL": redis_url,
-    }
-    if admin != settings.postgres_dsn:
-        env["GUARDIAN_POSTGRES_ADMIN_DSN"] = _with_database(admin, name)
-    try:
-        yield env
-    finally:
-        asyncio.run(drop())
+    with scratch_database(settings, "guardian_verify") as db:
+        yield {**db.env(), "GUARDIAN_EVENTS_TOPIC": new_topic("verify"), "GUARDIAN_REDIS_URL": redis_url}
 
 
 def _verify(env: dict[str, str], *args: str) -> tuple[int, dict]:
@@ -91,7 +57,7 @@ def _rows(env: dict[str, str]) -> int:
 
 
 def _admin(env: dict[str, str]) -> str:
-    return env.get("GUARDIAN_POSTGRES_ADMIN_DSN", env["GUARDIAN_POSTGRES_DSN"])
+    return env["GUARDIAN_POSTGRES_ADMIN_DSN"]
 
 
 def _gappy_events(settings: Settings, topic: str, producer_id: str, lost: int) -> int:

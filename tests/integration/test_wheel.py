@@ -11,14 +11,13 @@ import os
 import subprocess
 import sys
 import sysconfig
-import uuid
 import venv
 from pathlib import Path
 
 import pytest
 
 from guardian.settings import REPO_ROOT, Settings
-from tests.integration.helpers import pg_fetchval
+from tests.integration.helpers import pg_fetchval, scratch_database
 
 
 @pytest.fixture(scope="module")
@@ -101,21 +100,16 @@ def test_the_producer_spools_under_the_state_directory_not_site_packages(install
 
 
 def test_the_migrations_apply_from_the_wheel(installed: Path, tmp_path: Path, settings: Settings):
-    name = f"guardian_wheel_{uuid.uuid4().hex[:8]}"
-    pg_fetchval(settings.postgres_admin_dsn, f"CREATE DATABASE {name}")
-    dsn = f"{settings.postgres_admin_dsn.rpartition('/')[0]}/{name}"
-    try:
+    with scratch_database(settings, "guardian_wheel", migrate=False) as db:
         result = _run(
             installed, "python", "-c",
             f"import asyncio; from guardian.sinks.migrations import apply_migrations;"
-            f"print(asyncio.run(apply_migrations({dsn!r})))",
+            f"print(asyncio.run(apply_migrations({db.admin!r})))",
             cwd=tmp_path,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "0001_events" in result.stdout and "0004_audit_chain" in result.stdout
-        assert pg_fetchval(dsn, "SELECT value FROM guardian_meta WHERE key = 'storage_mode'")
-    finally:
-        pg_fetchval(settings.postgres_admin_dsn, f"DROP DATABASE {name} WITH (FORCE)")
+        assert pg_fetchval(db.admin, "SELECT value FROM guardian_meta WHERE key = 'storage_mode'")
 
 
 def test_a_restore_and_the_recovery_commands_work_from_the_wheel(installed: Path, tmp_path: Path):
