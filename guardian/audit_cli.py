@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from guardian.cli_kit import parse_time
 from guardian.settings import get_settings
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 COLUMNS = "id, at, actor, action, target, status, detail, duration_s"
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`30m`, `2h`, `7d` (before now) or a time (`2026-03-01`, `2026-03-01T09:30`, with an offset or
-    UTC when it has none)."""
-    now = now or datetime.now(UTC)
-    relative = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
-    if relative:
-        return now - timedelta(seconds=float(relative[1]) * UNITS[relative[2]])
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r}: a duration (30m, 2h, 7d) or a time (2026-03-01T09:30)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def list_query(since: datetime | None, actor: str | None, action: str | None, limit: int) -> tuple[str, list]:
@@ -94,10 +79,7 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_rows(since: str | None, actor: str | None, action: str | None, limit: int, as_json: bool) -> None:
     """Audit rows, newest first."""
-    try:
-        since_at = parse_since(since) if since else None
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--since") from None
+    since_at = datetime.fromtimestamp(parse_time(since), UTC) if since else None
     query, args = list_query(since_at, actor, action, limit)
     rows = asyncio.run(_fetch(get_settings().postgres_dsn, query, args))
     for row in rows:

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import click
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `30m`, `2h`, `1d` (or a combination: `1h30m`) in seconds."""
+    """`90s`, `30m`, `2h`, `1d`, `1w` (or a combination: `1h30m`) in seconds."""
     total, number = 0.0, ""
     for char in text.strip():
         if char.isdigit() or char == ".":
@@ -25,7 +25,7 @@ def parse_duration(text: str) -> float:
     else:
         if not number and total > 0:
             return total
-    raise click.BadParameter(f"{text!r}: a duration is a number and s, m, h or d (e.g. 30m, 1h30m)")
+    raise click.BadParameter(f"{text!r}: a duration is a number and s, m, h, d or w (e.g. 30m, 1h30m)")
 
 
 def parse_time(text: str, now: float | None = None) -> float:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import redis
 
+from guardian.cli_kit import parse_duration
 from guardian.settings import get_settings
 from guardian.sinks.audit import audited
 from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, SILENCES
@@ -68,7 +69,7 @@ def _matchers(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--comment", default="", help="Why (shown by `guardian alerts silences`).")
 def silence(matchers: tuple[str, ...], duration: str, comment: str) -> None:
     """Mute notifications of alerts matching every NAME=VALUE (e.g. rule=drift-sustained symbol=AAPL). Audited."""
-    seconds = _duration(duration)
+    seconds = parse_duration(duration)
     matched = _matchers(matchers)
     silence_id = uuid.uuid4().hex[:12]
     params = {"matchers": matched, "for": duration, "comment": comment}
@@ -106,14 +107,3 @@ def unsilence(silence_id: str) -> None:
             raise click.ClickException(f"no silence {silence_id!r} (see `guardian alerts silences`)")
         entry.outcome["removed"] = json.loads(removed) if removed else None
     click.echo(f"silence {silence_id} removed")
-
-
-def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        value = float(text[:-1]) * units[text[-1]]
-    except (KeyError, ValueError, IndexError):
-        raise click.BadParameter(f"{text!r}: use a number and s, m, h or d (e.g. 30m)") from None
-    if value <= 0:
-        raise click.BadParameter(f"{text!r}: must be positive")
-    return value

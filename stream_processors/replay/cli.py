@@ -13,6 +13,9 @@ from guardian.settings import get_settings
 from guardian.sinks.audit import FAILED, audited
 
 REPLAY_NICE = 10
+# Beside a live fleet at 1k events/s on 2 cores, an unthrottled replay (~20k events/s) doubled the fleet's
+# emit -> Redis p99; at 5k events/s it stayed near the fleet's own (docs/benchmarks.md).
+DEFAULT_MAX_RATE = 5000.0
 
 
 @click.command()
@@ -20,8 +23,9 @@ REPLAY_NICE = 10
 @click.option("--to", "to", default=None, metavar="TIME", help="End (exclusive); default: the end of the topic now.")
 @click.option("--symbol", "symbols", multiple=True, metavar="S", help="Only these symbols (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the offset plan and the event count; read nothing.")
-@click.option("--max-rate", type=float, default=0.0, show_default=True,
-              help="Events per second at most (0: as fast as the stores take them).")  # fmt: skip
+@click.option("--max-rate", type=float, default=DEFAULT_MAX_RATE, show_default=True,
+              help="Events per second at most, so the live fleet keeps its latency (0: as fast as the stores take "
+                   "them).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress line.")
 def replay(from_: str, to: str | None, symbols: tuple[str, ...], dry_run: bool, max_rate: float, quiet: bool) -> None:
     """Re-drive the events of a time range from Kafka through PostgreSQL and the hot view, beside the live

@@ -106,7 +106,10 @@ async def redrive(
     codec = EventCodec(registry_url=settings.schema_registry_url)
     rules = EventRules.from_settings(settings)
     wanted = set(symbols)
-    batches = consume_ranges(consumer, settings.events_topic, ranges, batch=BATCH)
+    # Rate-limited, it reads a twentieth of a second's worth at a time: the stores see an even trickle, not a
+    # burst of BATCH events and then a pause.
+    batch = min(BATCH, max(100, int(max_rate / 20))) if max_rate > 0 else BATCH
+    batches = consume_ranges(consumer, settings.events_topic, ranges, batch=batch)
 
     def poisoned(stored: StoredEvent, error: PermanentWriteError) -> None:
         summary.dead_letters += 1

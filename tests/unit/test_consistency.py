@@ -24,7 +24,7 @@ def test_durations(text: str, seconds: float):
 
 @pytest.mark.parametrize("text", ["", "h", "10", "10x", "-5m", "1h-", "0s"])
 def test_bad_durations_are_refused_with_the_form_to_use(text: str):
-    with pytest.raises(click.BadParameter, match="a duration is a number and s, m, h or d"):
+    with pytest.raises(click.BadParameter, match="a duration is a number and s, m, h, d or w"):
         parse_duration(text)
 
 
