@@ -23,10 +23,10 @@ from guardian.stream_processors.consistency.kafka_pg import DecodedRecord, utc
 from guardian.stream_processors.consistency.window import Window, take_window
 
 ROWS_SLACK = timedelta(minutes=10)  # rows are searched by event time from this long before the window
-STILL_THERE = """
-SELECT k.i FROM unnest($1::text[], $2::int8[], $3::int[]) AS k(producer, seq, i)
-WHERE EXISTS (SELECT 1 FROM guardian_events e WHERE e.event_time >= $4 AND e.producer_id = k.producer
-              AND e.sequence = k.seq)
+ARRIVED = """
+SELECT k.i FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int[]) AS k(producer, first, last, i)
+WHERE (SELECT count(DISTINCT e.sequence) FROM guardian_events e WHERE e.event_time >= $5
+       AND e.producer_id = k.producer AND e.sequence BETWEEN k.first AND k.last) = k.last - k.first + 1
 """
 KINDS = ("missing_row", "lost_sequence", "duplicate_sequence", "stale_key", "corrupt_key", "missing_key")
 
@@ -122,23 +122,11 @@ async def _still_wrong(client: redis.Redis, keys: list[KeyFinding]) -> list[KeyF
 
 
 async def _still_lost(conn: asyncpg.Connection, book: ledger.Ledger, rows_from) -> None:
-    """Drop from the lost spans the sequences stored meanwhile (beyond another partition's commit at the
-    first look); the minute counts follow."""
-    wanted = [(p, s) for p, spans in book.lost_spans.items() for first, last in spans
-              for s in range(first, min(last, first + 10_000) + 1)]  # fmt: skip
-    if not wanted:
+    """Drop from the lost spans those stored meanwhile (in flight at the first look); the minute counts follow."""
+    spans = [(producer, span) for producer, found in book.lost_spans.items() for span in found]
+    if not spans:
         return
-    rows = await conn.fetch(STILL_THERE, [p for p, _ in wanted], [s for _, s in wanted], list(range(len(wanted))),
-                            rows_from)  # fmt: skip
-    arrived = {wanted[row["i"]] for row in rows}
-    if not arrived:
-        return
-    for producer, spans in list(book.lost_spans.items()):
-        kept = [(first, last) for first, last in spans
-                if not all((producer, s) in arrived for s in range(first, last + 1))]  # fmt: skip
-        book.lost_spans[producer] = kept
-        if not kept:
-            del book.lost_spans[producer]
-    for line in book.minutes:  # recount per producer: what arrived is no longer lost
-        if line.lost and line.producer_id not in book.lost_spans:
-            line.lost = 0
+    rows = await conn.fetch(ARRIVED, [p for p, _ in spans], [s[0] for _, s in spans], [s[1] for _, s in spans],
+                            list(range(len(spans))), rows_from)  # fmt: skip
+    for row in rows:
+        book.found_after_all(*spans[row["i"]])

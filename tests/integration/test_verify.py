@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from guardian.producers import GuardianProducer
 from guardian.schemas.codec import EventCodec
@@ -97,6 +97,12 @@ def test_verify_finds_exactly_the_injected_faults_and_repair_mends_them(settings
         assert clean["events"] == EVENTS and clean["rows_checked"] == EVENTS, clean
         assert clean["keys_checked"] == 20 + 5  # a latest key for each of 20 symbols, a breaker for 5 of them
 
+        # Partitions commit apart: a group whose commits stop at a different point in each partition cuts the
+        # producer's sequence unevenly, and that is no gap.
+        cut = _uneven_commits(settings, topic, f"cut-{uuid.uuid4().hex[:6]}")
+        code, partial = _verify({**env, "GUARDIAN_WORKER_GROUP": cut["group"]})
+        assert code == 0 and partial["ok"] and partial["events"] == cut["events"], partial
+
         # The faults: 100 rows deleted, 5 keys changed (3 to an older event of their key, 2 to garbage), and a
         # producer whose 25th event never reached Kafka.
         deleted = asyncio.run(_delete_random_rows(_admin(env), 100))
@@ -129,10 +135,22 @@ def test_verify_finds_exactly_the_injected_faults_and_repair_mends_them(settings
             env["GUARDIAN_POSTGRES_DSN"],
             "SELECT array_agg(action ORDER BY id) FROM guardian_audit WHERE action LIKE 'verify%'",
         )
-        assert audited == ["verify", "verify", "verify --repair"]
+        assert audited == ["verify", "verify", "verify", "verify --repair"]
         assert worker.alive(), worker.log()[-3000:]
     finally:
         worker.stop()
+
+
+def _uneven_commits(settings: Settings, topic: str, group: str) -> dict:
+    """Commit offsets for `group` at a different fraction of each partition's end."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(12)}
+        cuts = [TopicPartition(topic, p, end * (p + 1) // 13) for p, end in ends.items()]
+        consumer.commit(offsets=cuts, asynchronous=False)
+    finally:
+        consumer.close()
+    return {"group": group, "events": sum(tp.offset for tp in cuts)}
 
 
 async def _delete_random_rows(dsn: str, count: int) -> set[tuple[int, int]]:

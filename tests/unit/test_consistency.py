@@ -71,3 +71,16 @@ def test_a_reset_plan_says_what_the_fleet_reads_again():
     assert ResetRow(0, current=500, target=100).reread == 400
     assert ResetRow(1, current=100, target=500).reread == -400  # skips
     assert ResetRow(2, current=None, target=0).reread is None  # never committed
+
+
+def test_a_lost_span_that_turns_up_leaves_the_count_of_its_minute():
+    from datetime import UTC, datetime
+
+    from guardian.stream_processors.consistency.ledger import Ledger, MinuteLine
+
+    line = MinuteLine("p", datetime(2026, 11, 30, 8, 0, tzinfo=UTC), rows=10, duplicates=0, lost=5)
+    book = Ledger([line], {"p": [(3, 4), (8, 10)]}, {("p", 3, 4): line, ("p", 8, 10): line})
+    book.found_after_all("p", (8, 10))
+    assert (line.lost, book.lost_spans) == (2, {"p": [(3, 4)]})
+    book.found_after_all("p", (3, 4))
+    assert (line.lost, book.lost_spans, book.totals()["p"]["lost"]) == (0, {}, 0)
