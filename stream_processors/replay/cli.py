@@ -13,8 +13,8 @@ from guardian.settings import get_settings
 from guardian.sinks.audit import FAILED, audited
 
 REPLAY_NICE = 10
-# Beside a live fleet at 1k events/s on 2 cores, an unthrottled replay (~20k events/s) doubled the fleet's
-# emit -> Redis p99; at 5k events/s it stayed near the fleet's own (docs/benchmarks.md).
+# Beside a live fleet at 1k events/s on 2 cores, an unthrottled replay (~17k events/s) raised the fleet's
+# emit -> Redis p99 from ~30 ms to 69-87 ms; at 5k events/s to 40-50 ms (docs/benchmarks.md).
 DEFAULT_MAX_RATE = 5000.0
 
 
@@ -23,7 +23,7 @@ DEFAULT_MAX_RATE = 5000.0
 @click.option("--to", "to", default=None, metavar="TIME", help="End (exclusive); default: the end of the topic now.")
 @click.option("--symbol", "symbols", multiple=True, metavar="S", help="Only these symbols (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the offset plan and the event count; read nothing.")
-@click.option("--max-rate", type=float, default=DEFAULT_MAX_RATE, show_default=True,
+@click.option("--max-rate", type=click.FloatRange(min=0), default=DEFAULT_MAX_RATE, show_default=True,
               help="Events per second at most, so the live fleet keeps its latency (0: as fast as the stores take "
                    "them).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress line.")
