@@ -116,6 +116,15 @@ def read_records(settings: Settings, wanted: dict[int, list[tuple[int, int]]]) -
     return records
 
 
+async def stored(conn: asyncpg.Connection, records: list[DecodedRecord]) -> set[int]:
+    """Indexes of the (decoded) records PostgreSQL holds a row of, by primary key, whatever its offset."""
+    if not records:
+        return set()
+    rows = await conn.fetch(FIND_BY_KEY, [micros_to_datetime(r.event_time_us) for r in records],
+                            [r.event_id for r in records], list(range(len(records))))  # fmt: skip
+    return {row["i"] for row in rows}
+
+
 async def check(conn: asyncpg.Connection, settings: Settings, ranges: dict[int, tuple[int, int]],
                 rows_from: datetime, rows_to: datetime, dlq_since_ms: int) -> KafkaPgResult:  # fmt: skip
     result = KafkaPgResult()
@@ -136,11 +145,7 @@ async def check(conn: asyncpg.Connection, settings: Settings, ranges: dict[int, 
         return result
     records = read_records(settings, wanted)
     keyed = [r for r in records if r.readable and (r.partition, r.offset) not in dead_offsets]
-    found: set[int] = set()
-    if keyed:
-        rows = await conn.fetch(FIND_BY_KEY, [micros_to_datetime(r.event_time_us) for r in keyed],
-                                [r.event_id for r in keyed], list(range(len(keyed))))  # fmt: skip
-        found = {row["i"] for row in rows}
+    found = await stored(conn, keyed)
     for i, record in enumerate(keyed):
         (result.stored_elsewhere if i in found else result.missing).append(record)
     result.missing += [r for r in records if not r.readable and (r.partition, r.offset) not in dead_offsets]

@@ -106,9 +106,7 @@ async def _still_missing(conn: asyncpg.Connection, missing: list[DecodedRecord],
     readable = [r for r in missing if r.readable]
     if not readable:
         return missing
-    rows = await conn.fetch(kafka_pg.FIND_BY_KEY, [kafka_pg.micros_to_datetime(r.event_time_us) for r in readable],
-                            [r.event_id for r in readable], list(range(len(readable))))  # fmt: skip
-    stored = {row["i"] for row in rows}
+    stored = await kafka_pg.stored(conn, readable)
     return [r for i, r in enumerate(readable) if i not in stored] + [r for r in missing if not r.readable]
 
 

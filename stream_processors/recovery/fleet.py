@@ -33,6 +33,7 @@ from guardian.sinks.redis_hot_view import COMPLETE, READY, REBUILDING, STATUS_KE
 from guardian.stream_processors import metrics
 from guardian.stream_processors.recovery import state
 from guardian.stream_processors.recovery.rebuild import LOCK_KEY
+from guardian.stream_processors.replay.offsets import admin_client, committed
 
 log = get_logger(__name__)
 
@@ -41,17 +42,7 @@ LEADER_PARTITION = 0
 
 def committed_offsets(settings: Settings, timeout: float = 10.0, admin: Any = None) -> dict[int, int]:
     """The fleet group's committed offsets on the events topic (partition -> next offset to read)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-    from confluent_kafka.admin import AdminClient
-
-    admin = admin or AdminClient(client_config(settings, {"log_level": 0}))
-    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.worker_group)])
-    result = futures[settings.worker_group].result(timeout=timeout)
-    return {
-        tp.partition: tp.offset
-        for tp in result.topic_partitions
-        if tp.topic == settings.events_topic and tp.offset >= 0
-    }
+    return committed(admin or admin_client(settings)[0], settings.worker_group, settings.events_topic, timeout)
 
 
 def _text(status: Mapping[Any, Any]) -> dict[str, str]:

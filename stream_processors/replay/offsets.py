@@ -43,9 +43,9 @@ def admin_client(settings: Settings) -> tuple[AdminClient, ErrorTrap]:
     return AdminClient(client_config(settings, {"error_cb": trap, "log_level": 0})), trap
 
 
-def committed(admin: AdminClient, group: str, topic: str) -> dict[int, int]:
+def committed(admin: AdminClient, group: str, topic: str, timeout: float = 15.0) -> dict[int, int]:
     """partition -> the group's committed offset (partitions it never committed are absent)."""
-    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=15)
+    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=timeout)
     return {tp.partition: tp.offset for tp in result.topic_partitions if tp.topic == topic and tp.offset >= 0}
 
 
