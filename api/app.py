@@ -1,112 +1,103 @@
-"""The query API: events from PostgreSQL, health, metrics; bearer-token auth; every request audited."""
+"""The query API: the hot view, history, alerts, status and a live stream, behind role-checked tokens;
+every request audited (api/audit_log.py). `/healthz` and `/metrics` stay open for probes and Prometheus."""
 
-# No `from __future__ import annotations`: FastAPI must resolve the closures used in Depends().
+# No `from __future__ import annotations`: FastAPI resolves the routes' annotations at run time.
 
-import hashlib
-import json
-import secrets
-import time
 from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Annotated, Any
+from pathlib import Path
 
 import asyncpg
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+import redis.asyncio as redis
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from guardian.settings import Settings, require_secret
-from guardian.sinks.audit import append as append_audit_row
+from guardian.api import tokens
+from guardian.api.audit_log import AuditAndMeasure
+from guardian.api.auth import Authenticator, Viewer
+from guardian.api.routes import audit, events, hot, status, symbols
+from guardian.api.routes import tokens as token_routes
+from guardian.errors import ConfigError
+from guardian.settings import Settings, masked
 
-bearer = HTTPBearer(auto_error=False)
+STATIC = Path(__file__).parent / "static"
+VERSION = "0.2.0"
+
+
+NO_ADMIN = (
+    "the API has no admin: create a token with `guardian api token create --name NAME --role admin`"
+    " (or set GUARDIAN_API_TOKEN, a break-glass admin token, to a long random value)"
+)
+
+
+async def ensure_can_start(settings: Settings, pool: asyncpg.Pool | None = None) -> None:
+    """Refuse to serve an API nobody could administer, and say so before binding a port."""
+    if settings.api_token:
+        return
+    try:
+        db = pool or await asyncpg.connect(settings.postgres_dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ConfigError(
+            f"PostgreSQL ({masked('postgres_dsn', settings.postgres_dsn)}) is unreachable: {exc}"
+        ) from None
+    try:
+        if not await tokens.has_active_admin(db):
+            raise ConfigError(NO_ADMIN)
+    finally:
+        if pool is None:
+            await db.close()
 
 
 def create_app(settings: Settings) -> FastAPI:
-    token = require_secret(settings.api_token, "GUARDIAN_API_TOKEN")
     registry = CollectorRegistry()
-    requests = Counter("guardian_api_requests", "API requests", ["route", "status"], registry=registry)
-    latency = Histogram("guardian_api_request_seconds", "API request latency", ["route"], registry=registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=8)
-        yield
-        await app.state.pool.close()
+        app.state.redis = redis.from_url(settings.redis_url, socket_timeout=5)
+        try:
+            await ensure_can_start(settings, app.state.pool)
+            app.state.auth = Authenticator(app.state.pool, settings.api_token)
+            app.state.kafka_lag = status.KafkaLag(settings)
+            yield
+        finally:
+            await app.state.redis.aclose()
+            await app.state.pool.close()
 
-    app = FastAPI(title="Guardian query API", version="0.1.0", lifespan=lifespan)
+    # The interactive docs and the schema are served below, to callers with a token only.
+    app = FastAPI(title="Guardian query API", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
+    app.state.settings = settings
+    app.add_middleware(AuditAndMeasure, registry=registry)
+    for router in (events.router, hot.router, symbols.router, status.router, audit.router, token_routes.router):
+        app.include_router(router)
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    def actor(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token")
-        # The audit names the caller by a token fingerprint, never the token itself.
-        return "token:" + hashlib.sha256(credentials.credentials.encode()).hexdigest()[:12]
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(request: Request) -> JSONResponse:
+        try:
+            await request.app.state.pool.fetchval("SELECT 1")
+        except Exception as exc:
+            return JSONResponse({"status": "down", "postgresql": str(exc) or type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
-    @app.middleware("http")
-    async def audit_and_measure(request: Request, call_next):
-        began = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        latency.labels(path).observe(time.perf_counter() - began)
-        requests.labels(path, str(response.status_code)).inc()
-        if path.startswith("/v1/"):
-            who = request.state.actor if hasattr(request.state, "actor") else "anonymous"
-            # Through the same hash chain as every other row: the table's trigger links it.
-            await append_audit_row(
-                app.state.pool,
-                f"{request.method} {path}",
-                actor=who,
-                target=str(request.url.path),
-                status=response.status_code,
-                detail=dict(request.query_params),
-                duration_s=time.perf_counter() - began,
-            )
-        return response
-
-    def authenticated(request: Request, who: Annotated[str, Depends(actor)]) -> str:
-        request.state.actor = who
-        return who
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        await app.state.pool.fetchval("SELECT 1")
-        return {"status": "ok"}
-
-    @app.get("/metrics")
+    @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/events")
-    async def events(
-        _: Annotated[str, Depends(authenticated)],
-        symbol: str | None = None,
-        detector: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    ) -> list[dict[str, Any]]:
-        rows = await app.state.pool.fetch(
-            "SELECT event_id, event_time, producer_id, sequence, host, symbol, detector, severity, payload_type,"
-            " payload FROM guardian_events WHERE ($1::text IS NULL OR symbol = $1)"
-            " AND ($2::text IS NULL OR detector = $2) AND ($3::timestamptz IS NULL OR event_time >= $3)"
-            " AND ($4::timestamptz IS NULL OR event_time < $4) ORDER BY event_time DESC LIMIT $5",
-            symbol,
-            detector,
-            since,
-            until,
-            limit,
-        )
-        return [{**dict(r), "event_id": str(r["event_id"]), "payload": json.loads(r["payload"])} for r in rows]
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(_: Viewer) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
-    @app.get("/v1/audit")
-    async def audit(
-        _: Annotated[str, Depends(authenticated)], limit: Annotated[int, Query(ge=1, le=1000)] = 100
-    ) -> list[dict[str, Any]]:
-        rows = await app.state.pool.fetch(
-            "SELECT id, at, actor, action, target, status, detail, duration_s FROM guardian_audit"
-            " ORDER BY id DESC LIMIT $1",
-            limit,
-        )
-        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_: Viewer) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Guardian query API",
+            swagger_js_url="/static/vendor/swagger-ui-bundle.js", swagger_css_url="/static/vendor/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )  # fmt: skip
 
     return app

@@ -243,7 +243,11 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address the query API listens on.")
     api_port: int = Field(18080, description="Port of the query API.")
     api_token: str | None = Field(
-        None, description="Bearer token for the API. A secret: no default, the API refuses to start without it."
+        None,
+        description=(
+            "Break-glass admin token for the API (audited as `token:env`). A secret, no default; optional once "
+            "an admin token exists (`guardian api token create --role admin`), and best unset then."
+        ),
     )
 
     # --- Local stack -----------------------------------------------------------

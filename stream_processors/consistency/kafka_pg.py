@@ -17,13 +17,14 @@ import asyncpg
 from confluent_kafka import Consumer
 
 from guardian.kafka_config import client_config
+from guardian.kafka_lookup import partitions_of, probe, watermarks
 from guardian.kafka_ranges import consume_ranges
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.errors import CodecError
 from guardian.settings import Settings
 from guardian.sinks.postgres import micros_to_datetime
 from guardian.stream_processors.dlq import headers_dict
-from guardian.stream_processors.replay.plan import offsets_at, partitions_of, probe, watermarks
+from guardian.stream_processors.replay.plan import offsets_at
 
 MISSING_RANGES = """
 WITH r AS (SELECT * FROM unnest($1::int[], $2::int8[], $3::int8[]) AS r(p, s, e)),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from guardian.kafka_lookup import admin_client, committed, partitions_of, probe, watermarks
 from guardian.settings import Settings
-from guardian.stream_processors.replay.offsets import admin_client, committed
-from guardian.stream_processors.replay.plan import offsets_at, partitions_of, probe, watermarks
+from guardian.stream_processors.replay.plan import offsets_at
 
 POLL_S = 0.25
 

@@ -26,6 +26,7 @@ import redis as redis_sync
 import redis.asyncio as redis
 
 from guardian.kafka_config import client_config
+from guardian.kafka_lookup import admin_client, committed
 from guardian.logs import get_logger
 from guardian.schemas.checkpoint import FLEET, CheckpointStore, key_for, pack
 from guardian.settings import Settings
@@ -33,7 +34,6 @@ from guardian.sinks.redis_hot_view import COMPLETE, READY, REBUILDING, STATUS_KE
 from guardian.stream_processors import metrics
 from guardian.stream_processors.recovery import state
 from guardian.stream_processors.recovery.rebuild import LOCK_KEY
-from guardian.stream_processors.replay.offsets import admin_client, committed
 
 log = get_logger(__name__)
 

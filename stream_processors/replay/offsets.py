@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 from guardian.errors import GuardianError
-from guardian.kafka_config import ErrorTrap, KafkaUnavailableError, client_config
+from guardian.kafka_config import KafkaUnavailableError
+from guardian.kafka_lookup import admin_client, committed, members, partitions_of, probe, watermarks
 from guardian.settings import Settings
-from guardian.stream_processors.replay.plan import offsets_at, partitions_of, probe, watermarks
+from guardian.stream_processors.replay.plan import offsets_at
 
 EARLIEST = "earliest"
 LATEST = "latest"
@@ -36,25 +36,6 @@ class ResetRow:
     def reread(self) -> int | None:
         """Events the fleet reads again (negative: skips) once the reset is executed."""
         return None if self.current is None else self.current - self.target
-
-
-def admin_client(settings: Settings) -> tuple[AdminClient, ErrorTrap]:
-    trap = ErrorTrap()
-    return AdminClient(client_config(settings, {"error_cb": trap, "log_level": 0})), trap
-
-
-def committed(admin: AdminClient, group: str, topic: str, timeout: float = 15.0) -> dict[int, int]:
-    """partition -> the group's committed offset (partitions it never committed are absent)."""
-    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=timeout)
-    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.topic == topic and tp.offset >= 0}
-
-
-def members(admin: AdminClient, group: str) -> list[str]:
-    """The group's active members as `client id@host`; empty when the group is empty or gone."""
-    description = admin.describe_consumer_groups([group])[group].result(timeout=15)
-    if description.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
-        return []
-    return [f"{m.client_id}@{m.host.lstrip('/')}" for m in description.members] or [f"(state {description.state.name})"]
 
 
 def plan_reset(settings: Settings, *, to_ms: int | None = None, position: str | None = None) -> list[ResetRow]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from guardian.cli_kit import iso
 from guardian.errors import GuardianError
-from guardian.kafka_config import ErrorTrap, KafkaUnavailableError, client_config
+from guardian.kafka_lookup import partitions_of, probe, watermarks
 from guardian.kafka_ranges import consume_ranges
 from guardian.settings import Settings
 
@@ -51,25 +51,6 @@ class OffsetPlan:
         return {p.partition: (p.start, p.end) for p in self.partitions if p.events}
 
 
-def probe(settings: Settings, name: str) -> tuple[Consumer, ErrorTrap]:
-    """A consumer that only looks (metadata, watermarks, offsets by time); it never joins a group."""
-    trap = ErrorTrap()
-    consumer = Consumer(client_config(settings, {
-        "group.id": f"{settings.worker_group}-{name}", "enable.auto.commit": False, "error_cb": trap, "log_level": 0,
-    }))  # fmt: skip
-    return consumer, trap
-
-
-def partitions_of(consumer: Consumer, trap: ErrorTrap, settings: Settings, topic: str) -> list[int]:
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-    except KafkaException as exc:
-        raise KafkaUnavailableError(f"Kafka at {settings.kafka_bootstrap}: {trap.reason(consumer, exc)}") from exc
-    if metadata.error is not None:
-        raise GuardianError(f"topic {topic}: {metadata.error.str()} (run `guardian stack init`?)")
-    return sorted(metadata.partitions)
-
-
 def offsets_at(consumer: Consumer, topic: str, partitions: list[int], at_ms: int) -> dict[int, int]:
     """partition -> first offset with a timestamp at or after `at_ms` (the end when none is)."""
     found = consumer.offsets_for_times([TopicPartition(topic, p, at_ms) for p in partitions], timeout=10)
@@ -77,10 +58,6 @@ def offsets_at(consumer: Consumer, topic: str, partitions: list[int], at_ms: int
     for tp in found:
         offsets[tp.partition] = tp.offset if tp.offset >= 0 else watermarks(consumer, topic, tp.partition)[1]
     return offsets
-
-
-def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
-    return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
 
 
 def first_timestamps(consumer: Consumer, topic: str, offsets: dict[int, int]) -> dict[int, int]:

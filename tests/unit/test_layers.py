@@ -16,7 +16,8 @@ from guardian.settings import REPO_ROOT
 OPS = {"guardian.cli", "guardian.stack", "guardian.demo", "guardian.simulator"}
 PARTS = {"guardian.producers", "guardian.stream_processors", "guardian.sinks", "guardian.schemas", "guardian.api"}
 FOUNDATION_FILES = ["guardian/settings.py", "guardian/errors.py", "guardian/logs.py", "guardian/cpus.py",
-                    "guardian/kafka_config.py", "guardian/kafka_ranges.py", "guardian/cli_kit.py",
+                    "guardian/kafka_config.py", "guardian/kafka_ranges.py", "guardian/kafka_lookup.py",
+                    "guardian/cli_kit.py",
                     "guardian/__init__.py"]  # fmt: skip
 # folder -> what it may not import (besides the operations tools, which no part may import)
 FORBIDDEN = {
