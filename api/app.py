@@ -10,15 +10,17 @@ import asyncpg
 import redis.asyncio as redis
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from guardian.api import tokens
 from guardian.api.audit_log import AuditAndMeasure
 from guardian.api.auth import Authenticator, Viewer
-from guardian.api.routes import audit, events, hot, status, symbols
+from guardian.api.live import LiveHub
+from guardian.api.routes import audit, events, hot, pages, status, stream, symbols
 from guardian.api.routes import tokens as token_routes
+from guardian.api.sampler import Sampler
 from guardian.errors import ConfigError
 from guardian.settings import Settings, masked
 
@@ -61,7 +63,15 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_can_start(settings, app.state.pool)
             app.state.auth = Authenticator(app.state.pool, settings.api_token)
             app.state.kafka_lag = status.KafkaLag(settings)
-            yield
+            app.state.live = LiveHub(app.state.redis)
+            sampler = Sampler(app.state.live, app.state.redis, app.state.pool, app.state.kafka_lag)
+            app.state.live.start()
+            sampler.start()
+            try:
+                yield
+            finally:
+                await sampler.stop()
+                await app.state.live.stop()
         finally:
             await app.state.redis.aclose()
             await app.state.pool.close()
@@ -71,8 +81,16 @@ def create_app(settings: Settings) -> FastAPI:
                   openapi_url=None)  # fmt: skip
     app.state.settings = settings
     app.add_middleware(AuditAndMeasure, registry=registry)
-    for router in (events.router, hot.router, symbols.router, status.router, audit.router, token_routes.router):
+    for router in (events.router, hot.router, symbols.router, status.router, stream.router, audit.router,
+                   token_routes.router, pages.router):  # fmt: skip
         app.include_router(router)
+
+    @app.exception_handler(pages.LoginRequired)
+    async def login_first(request: Request, _: pages.LoginRequired) -> Response:
+        if request.url.path == "/":
+            return pages.render(request, "login.html", principal=None)
+        return RedirectResponse("/", status_code=303)
+
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

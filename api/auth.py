@@ -56,11 +56,22 @@ class Authenticator:
         self._cache.clear()
 
 
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+CSRF_HEADER = "X-Guardian-CSRF"
+
+
 def presented_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
     """The bearer token, else the session cookie (the dashboard's pages and its fetches)."""
     if credentials is not None:
         return credentials.credentials
     return request.cookies.get(SESSION_COOKIE) or None
+
+
+def forged(request: Request, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """A change made with the session cookie but without the header only the dashboard's own script
+    sends: another site cannot add a custom header to a cross-site request without CORS, which this API
+    does not allow (SameSite=Strict on the cookie is the first line; this is the second)."""
+    return credentials is None and request.method not in SAFE_METHODS and CSRF_HEADER.lower() not in request.headers
 
 
 async def caller(
@@ -76,7 +87,8 @@ async def caller(
         request.state.actor = f"invalid-token:{tokens.fingerprint(token)}"
         raise HTTPException(401, "unknown, malformed or revoked token", headers={"WWW-Authenticate": "Bearer"})
     request.state.actor = principal.actor
-    request.state.principal = principal
+    if forged(request, credentials):
+        raise HTTPException(403, f"a change made with the dashboard's session needs the {CSRF_HEADER} header")
     return principal
 
 

@@ -250,6 +250,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    api_cookie_secure: bool = Field(
+        False,
+        description=(
+            "Mark the dashboard's session cookie Secure (sent over HTTPS only): set it when the API is served "
+            "behind TLS."
+        ),
+    )
+
     # --- Local stack -----------------------------------------------------------
     stack_dir: Path = Field(
         REPO_ROOT / ".stack", description="Data, logs, pids and the Kafka jar cache of the local stack."

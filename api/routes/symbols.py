@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+import orjson
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from guardian.api import pages
 from guardian.api.auth import Viewer
 from guardian.api.models import Breaker, Event
 from guardian.api.routes.events import COLUMNS
@@ -63,3 +66,83 @@ async def as_of(request: Request, symbol: str, at: datetime, _: Viewer) -> AsOf:
         )  # fmt: skip
     return AsOf(symbol=symbol, at=at, latest={e.detector: e for e in latest}, breaker=breaker,
                 drift={str(e.payload.get("metric")): e for e in drift}, events_24h=count)  # fmt: skip
+
+
+class TimelineItem(BaseModel):
+    at: datetime
+    kind: str = Field(description="event, alert (a state change) or notification (one delivery attempt)")
+    id: str
+    title: str
+    detail: dict[str, Any]
+
+
+# Each branch takes its own newest rows after the cursor (on its own index), then they are merged:
+# (at, kind, id) descending is one total order over the three tables.
+_AFTER = "($3::timestamptz IS NULL OR {at} < $3 OR ({at} = $3 AND ('{kind}' < $4 OR ('{kind}' = $4 AND {id} < $5))))"
+_SPAN = "({at} >= $6 OR $6::timestamptz IS NULL) AND ({at} < $7 OR $7::timestamptz IS NULL)"
+
+
+def _branch(select: str, table: str, at: str, kind: str, id_: str) -> str:
+    where = f"symbol = $1 AND {_AFTER.format(at=at, kind=kind, id=id_)} AND {_SPAN.format(at=at)}"
+    return f"(SELECT {select}, {id_} AS sort_id FROM {table} WHERE {where} ORDER BY {at} DESC, {id_} DESC LIMIT $2)"
+
+
+TIMELINE = " UNION ALL ".join([
+    _branch("event_time AS at, 'event' AS kind, event_id::text AS id, detector || ' · ' || severity AS title,"
+            " payload AS detail", "guardian_events", "event_time", "event", "event_id::text"),
+    _branch("at, 'alert', id::text, rule || ' ' || status || CASE WHEN silenced THEN ' (silenced)' ELSE '' END,"
+            " jsonb_build_object('severity', severity, 'summary', summary, 'fingerprint', fingerprint,"
+            " 'trigger_event', event_id)", "guardian_alert_changes", "at", "alert", "lpad(id::text, 20, '0')"),
+    _branch("at, 'notification', id::text, channel || ' → ' || receiver || ': ' || outcome,"
+            " jsonb_build_object('rule', rule, 'status', status, 'attempt', attempt, 'http_status', http_status,"
+            " 'latency_s', latency_s, 'error', error)", "guardian_notifications", "at", "notification",
+            "lpad(id::text, 20, '0')"),
+]) + " ORDER BY at DESC, kind DESC, sort_id DESC LIMIT $2"  # fmt: skip
+
+
+@router.get("/v1/symbols/{symbol}/timeline", response_model=pages.Page[TimelineItem])
+async def timeline(
+    request: Request,
+    symbol: str,
+    _: Viewer,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> pages.Page[TimelineItem]:
+    """The symbol's events, alert changes and notification attempts, interleaved, newest first."""
+    after = pages.decode(cursor, 3)
+    at, kind, sort_id = (datetime.fromisoformat(after[0]), after[1], after[2]) if after else (None, None, None)
+    rows = await request.app.state.pool.fetch(TIMELINE, symbol, limit + 1, at, kind, sort_id, since, until)
+    items = [(TimelineItem(at=r["at"], kind=r["kind"], id=r["id"], title=r["title"], detail=orjson.loads(r["detail"])),
+              r["sort_id"]) for r in rows]  # fmt: skip
+    page = pages.page(items, limit, lambda pair: (pair[0].at.isoformat(), pair[0].kind, pair[1]))
+    return pages.Page[TimelineItem](items=[item for item, _ in page.items], next_cursor=page.next_cursor)
+
+
+class Series(BaseModel):
+    """Per minute: seconds since the epoch, then each metric (null where the minute had none)."""
+
+    t: list[int]
+    latency_us: list[float | None]
+    p99_us: list[float | None]
+    drift_score: list[float | None]
+
+
+SERIES = f"""
+SELECT extract(epoch FROM date_bin('1 minute', event_time, TIMESTAMPTZ 'epoch'))::bigint AS t,
+       max((payload->>'observed_latency_us')::float8) FILTER (WHERE detector = '{Detector.LATENCY_SPIKE}') AS latency,
+       max((payload->>'p99_us')::float8) FILTER (WHERE detector = '{Detector.LATENCY_SPIKE}') AS p99,
+       max((payload->>'drift_score')::float8) FILTER (WHERE detector = '{Detector.DRIFT}') AS drift
+FROM guardian_events WHERE symbol = $1 AND event_time > $2 GROUP BY 1 ORDER BY 1
+"""
+
+
+@router.get("/v1/symbols/{symbol}/series", response_model=Series)
+async def series(request: Request, symbol: str, _: Viewer, since: datetime | None = None) -> Series:
+    """Latency (max observed and p99 reported per minute) and the highest drift score per minute, over the
+    24 h before now by default: what the symbol page charts."""
+    start = since or datetime.now(UTC) - WINDOW
+    rows = await request.app.state.pool.fetch(SERIES, symbol, start)
+    return Series(t=[r["t"] for r in rows], latency_us=[r["latency"] for r in rows], p99_us=[r["p99"] for r in rows],
+                  drift_score=[r["drift"] for r in rows])  # fmt: skip
