@@ -11,7 +11,7 @@ BACKEND := $(or $(GUARDIAN_TEST_BACKEND),local)
 .PHONY: setup system stack down status test demo bench lint docs clean
 
 ## system: Debian packages (Redis, PostgreSQL, Java, Maven, docker-compose, prometheus for promtool,
-## npm for the web assets), only those missing
+## npm for the web assets, chromium + chromium-driver for the browser tests), only those missing
 system:
 	@bash deploy/local/install-system.sh
 

@@ -6,8 +6,8 @@ set -euo pipefail
 
 want=("$@")
 if [ ${#want[@]} -eq 0 ]; then
-  # npm: deploy/local/web-assets.sh
-  want=(redis-server postgresql default-jre-headless maven docker-compose prometheus npm)
+  # npm: deploy/local/web-assets.sh; chromium + chromium-driver (one source package, so one version): tests' browser
+  want=(redis-server postgresql default-jre-headless maven docker-compose prometheus npm chromium chromium-driver)
 fi
 
 missing=()
