@@ -4,11 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The dashboard's vendored JS/CSS (deploy/local/web-assets.sh writes this copy of the lock last)
+ASSETS := api/static/vendor/.lock
 BACKEND := $(or $(GUARDIAN_TEST_BACKEND),local)
 
 .PHONY: setup system stack down status test demo bench lint docs clean
 
-## system: Debian packages (Redis, PostgreSQL, Java, Maven, docker-compose, prometheus for promtool), only those missing
+## system: Debian packages (Redis, PostgreSQL, Java, Maven, docker-compose, prometheus for promtool,
+## npm for the web assets, chromium + chromium-driver for the browser tests), only those missing
 system:
 	@bash deploy/local/install-system.sh
 
@@ -18,8 +21,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-## setup: system packages + .venv with the project installed
-setup: system $(STAMP)
+# npm pack of the versions pinned in api/static/vendor.lock, verified, into api/static/vendor/ (git-ignored)
+$(ASSETS): api/static/vendor.lock deploy/local/web-assets.sh | system
+	@bash deploy/local/web-assets.sh
+
+## setup: system packages + .venv with the project installed + the dashboard's web assets
+setup: system $(STAMP) $(ASSETS)
 
 ## stack: start the real local services (idempotent)
 stack: setup

@@ -20,6 +20,9 @@ from guardian.settings import Settings
 
 BACKEND = os.environ.get("GUARDIAN_TEST_BACKEND", "local")
 
+# the `browser`, `artifacts` and `screenshot` fixtures: Debian's headless Chromium through selenium
+pytest_plugins = ["tests.integration.browser"]
+
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"guardian test backend: {BACKEND} (set GUARDIAN_TEST_BACKEND=local|testcontainers)"

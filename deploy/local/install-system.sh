@@ -6,7 +6,8 @@ set -euo pipefail
 
 want=("$@")
 if [ ${#want[@]} -eq 0 ]; then
-  want=(redis-server postgresql default-jre-headless maven docker-compose prometheus)
+  # npm: deploy/local/web-assets.sh; chromium + chromium-driver (one source package, so one version): tests' browser
+  want=(redis-server postgresql default-jre-headless maven docker-compose prometheus npm chromium chromium-driver)
 fi
 
 missing=()
@@ -15,6 +16,8 @@ for pkg in "${want[@]}"; do
     # Java and Maven may come from elsewhere (SDKMAN, a Temurin JDK): a working command is enough.
     default-jre-headless) command -v java >/dev/null 2>&1 && continue ;;
     maven) command -v mvn >/dev/null 2>&1 && continue ;;
+    # Node.js from elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's npm): npm is enough.
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
   esac
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done

@@ -131,3 +131,31 @@ def test_bench_says_it_needs_the_checkout(installed: Path, tmp_path: Path):
     result = _run(installed, "guardian", "bench", "producer", cwd=tmp_path)
     assert result.returncode != 0
     assert "runs from a checkout" in result.stderr
+
+
+def _vendor_files() -> list[str]:
+    """What deploy/local/web-assets.sh puts in api/static/vendor/: the lock's FILES column, PATH[=NAME]."""
+    names = []
+    for line in (REPO_ROOT / "api" / "static" / "vendor.lock").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            for spec in line.split()[3:]:
+                path, _, name = spec.partition("=")
+                names.append(name or path.rsplit("/", 1)[-1])
+    return names
+
+
+def test_the_dashboard_assets_are_in_the_wheel(installed: Path, tmp_path: Path):
+    expected = _vendor_files()
+    assert {"htmx.min.js", "htmx-ext-sse.min.js", "uPlot.iife.min.js", "swagger-ui-bundle.js"} <= set(expected)
+    result = _run(
+        installed, "python", "-c",
+        "import importlib.resources as r, sys; v = r.files('guardian.api') / 'static' / 'vendor';"
+        "print('\\n'.join(p for p in sys.argv[1:] if not (v / p).is_file() or not (v / p).read_bytes()))",
+        *expected, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    missing = result.stdout.split()
+    assert not missing, (
+        f"the wheel lacks the dashboard's vendored files {missing}: api/static/vendor/ was not filled when it was "
+        "built; run `make setup` (bash deploy/local/web-assets.sh) and build again"
+    )
