@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     hot_view_recent_max: int = Field(
         10_000, ge=1, description="Most events kept per symbol in the Redis 24 h window (newest kept)."
     )
+    live_stream_maxlen: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "About how many entries the live feed `guardian:live` keeps (breaker and alert state changes, for the "
+            "dashboard): `XADD MAXLEN ~`, so Redis may keep up to one stream node (100 entries) more."
+        ),
+    )
 
     # --- Producer --------------------------------------------------------------
     producer_id: str | None = Field(

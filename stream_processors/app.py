@@ -88,7 +88,7 @@ alert_state = app.GlobalTable(
 )
 
 postgres = PostgresSink(settings.postgres_dsn)
-hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max)
+hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max, settings.live_stream_maxlen)
 # The order the stages get a batch in: all share one event loop, so the hot view, which operators
 # watch, gets the CPU first and PostgreSQL's row building waits for it.
 SINKS = (hot_view, postgres)
@@ -139,8 +139,9 @@ class IngestService(mode.Service):
         self.webhooks = WebhookDispatcher()
         global PUBLISHER
         publisher = PUBLISHER = AlertPublisher(
-            rules, outbox, settings.alerts_topic, self.redis, self.webhooks, settings.schema_registry_url
-        )
+            rules, outbox, settings.alerts_topic, self.redis, self.webhooks, settings.schema_registry_url,
+            live_maxlen=settings.live_stream_maxlen,
+        )  # fmt: skip
         hook = AlertHook(
             # Notified transitions are remembered a day beyond the replay window: a replay never re-pages.
             AlertEngine(rules, TableStore(alert_state),
