@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     hot_view_recent_max: int = Field(
         10_000, ge=1, description="Most events kept per symbol in the Redis 24 h window (newest kept)."
     )
+    live_stream_maxlen: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "About how many entries the live feed `guardian:live` keeps (breaker and alert state changes, for the "
+            "dashboard): `XADD MAXLEN ~`, so Redis may keep up to one stream node (100 entries) more."
+        ),
+    )
 
     # --- Producer --------------------------------------------------------------
     producer_id: str | None = Field(
@@ -196,6 +204,19 @@ class Settings(BaseSettings):
         2000, ge=100, description="How often a worker tells the group it is alive; at most a third of the session."
     )
     worker_data_dir: Path = Field(STATE_DIR / "worker", description="Faust's state directory.")
+    worker_stats_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often a worker writes its stats snapshot `guardian:worker:{host}:{pid}` to Redis.",
+    )
+    worker_stats_ttl_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "How long a worker's stats snapshot outlives its last write: a worker that died drops out of the "
+            "dashboard's sums after this. Above GUARDIAN_WORKER_STATS_INTERVAL_S."
+        ),
+    )
     alert_rules_file: Path | None = Field(
         None,
         description=(
@@ -290,6 +311,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"GUARDIAN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs GUARDIAN_KAFKA_SASL_USERNAME"
                 " and GUARDIAN_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _stats_outlive_their_interval(self) -> Settings:
+        if self.worker_stats_ttl_s <= self.worker_stats_interval_s:
+            raise ValueError(
+                f"GUARDIAN_WORKER_STATS_TTL_S ({self.worker_stats_ttl_s}) is not above GUARDIAN_WORKER_STATS_INTERVAL_S"
+                f" ({self.worker_stats_interval_s}): a live worker's snapshot would expire between two writes"
             )
         return self
 

@@ -46,6 +46,7 @@ from guardian.stream_processors.ingest import IngestLoop
 from guardian.stream_processors.outbox import Outbox
 from guardian.stream_processors.progress import Progress
 from guardian.stream_processors.recovery.fleet import FleetRecovery
+from guardian.stream_processors.worker_stats import StatsPublisher
 
 log = get_logger(__name__)
 settings = get_settings()
@@ -88,7 +89,7 @@ alert_state = app.GlobalTable(
 )
 
 postgres = PostgresSink(settings.postgres_dsn)
-hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max)
+hot_view = RedisHotView(settings.redis_url, settings.hot_view_recent_max, settings.live_stream_maxlen)
 # The order the stages get a batch in: all share one event loop, so the hot view, which operators
 # watch, gets the CPU first and PostgreSQL's row building waits for it.
 SINKS = (hot_view, postgres)
@@ -139,8 +140,9 @@ class IngestService(mode.Service):
         self.webhooks = WebhookDispatcher()
         global PUBLISHER
         publisher = PUBLISHER = AlertPublisher(
-            rules, outbox, settings.alerts_topic, self.redis, self.webhooks, settings.schema_registry_url
-        )
+            rules, outbox, settings.alerts_topic, self.redis, self.webhooks, settings.schema_registry_url,
+            live_maxlen=settings.live_stream_maxlen,
+        )  # fmt: skip
         hook = AlertHook(
             # Notified transitions are remembered a day beyond the replay window: a replay never re-pages.
             AlertEngine(rules, TableStore(alert_state),
@@ -225,6 +227,17 @@ class IngestService(mode.Service):
         while not self.should_stop:
             await asyncio.sleep(PROGRESS_CHECK_S)
             metrics.COMMIT_AGE.set(PROGRESS.check(self.ingest, SOURCE, settings.worker_stall_s))
+
+    @mode.Service.task
+    async def _publish_stats(self) -> None:
+        """This worker's counters in Redis for the dashboard (worker_stats.py), which does not scrape /metrics."""
+        stats = StatsPublisher(self.redis, settings.worker_stats_ttl_s)
+        while not self.should_stop:
+            try:
+                await stats.publish(SOURCE.assigned if SOURCE else None)
+            except Exception as exc:  # Redis away: the snapshot expires and the dashboard shows the worker gone
+                log.debug("stats snapshot not written", error=repr(exc))
+            await asyncio.sleep(settings.worker_stats_interval_s)
 
     @mode.Service.task
     async def _watch_loop_lag(self) -> None:

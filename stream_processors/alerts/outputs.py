@@ -8,6 +8,7 @@ Redis layout:
 | `guardian:alert:{fingerprint}` | string | JSON of the alert's latest state, with `silenced` |
 | `guardian:alerts` | pub/sub channel | JSON of each notification (not for silenced alerts) |
 | `guardian:silences` | hash | silence id -> JSON {matchers, expires_at_us, comment} |
+| `guardian:live` | stream | a `type=alert` entry per state change, silenced ones included (sinks/live_feed.py) |
 
 Webhooks get Alertmanager's webhook JSON (version 4), one POST per group of alerts that
 changed together (grouped by the rule set's `group_by` labels), per severity receiver,
@@ -27,6 +28,7 @@ import redis.asyncio as redis
 
 from guardian.logs import get_logger
 from guardian.schemas.codec import EventCodec, load_alert_schema
+from guardian.sinks.live_feed import DEFAULT_MAXLEN, LIVE_STREAM, alert_fields
 from guardian.stream_processors import metrics
 from guardian.stream_processors.alerts.engine import Notification, Silence
 from guardian.stream_processors.alerts.rules import RuleSet, Webhook
@@ -156,8 +158,10 @@ class AlertPublisher:
         client: redis.Redis,
         webhooks: WebhookDispatcher,
         registry_url: str | None = None,
+        live_maxlen: int = DEFAULT_MAXLEN,
     ) -> None:
         self.rules = rules
+        self.live_maxlen = live_maxlen
         self.outbox = outbox
         self.topic = topic
         self.client = client
@@ -195,6 +199,11 @@ class AlertPublisher:
                 pipe.srem(ACTIVE_SET, alert["fingerprint"])
             if not n.silenced:
                 pipe.publish(CHANNEL, body)
+            # The dashboard's feed: every change, silenced ones too (it shows them as silenced); a repeat
+            # is a reminder of a state already announced, not a change.
+            if not n.repeat:
+                fields = alert_fields(alert, n.silenced, SUMMARY_MAX)
+                pipe.xadd(LIVE_STREAM, fields, maxlen=self.live_maxlen, approximate=True)
         pipe.scard(ACTIVE_SET)
         results = await pipe.execute()
         metrics.ALERTS_FIRING.set(results[-1])

@@ -95,7 +95,9 @@ async def replay(
     """Replay offset ranges of the events topic into the hot view alone; (applied, skipped) events."""
     if not ranges:
         return 0, 0
-    summary = await redrive(settings, ranges, progress=lambda done, total: on_progress(done), postgres=False)
+    # emit=False: what a rebuild re-applies was announced when it happened (a lost view is no news).
+    summary = await redrive(settings, ranges, progress=lambda done, total: on_progress(done), postgres=False,
+                            emit=False)  # fmt: skip
     return summary.matched, summary.dead_letters
 
 

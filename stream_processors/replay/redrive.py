@@ -89,8 +89,10 @@ async def redrive(
     max_rate: float = 0.0,
     postgres: bool = True,
     hot_view: bool = True,
+    emit: bool = True,
 ) -> ReplaySummary:
-    """Read [start, end) of each partition of the events topic and write what is storable to the stores."""
+    """Read [start, end) of each partition of the events topic and write what is storable to the stores.
+    emit=False: breaker transitions the hot view applies are not announced on the live feed (a rebuild)."""
     summary = ReplaySummary()
     began = time.monotonic()
     total = sum(end - start for start, end in ranges.values())
@@ -98,7 +100,8 @@ async def redrive(
     if postgres:
         sinks.append(_Counted(PostgresSink(settings.postgres_dsn), summary))
     if hot_view:
-        sinks.append(_Counted(RedisHotView(settings.redis_url, settings.hot_view_recent_max), summary))
+        view = RedisHotView(settings.redis_url, settings.hot_view_recent_max, settings.live_stream_maxlen, emit=emit)
+        sinks.append(_Counted(view, summary))
     consumer = Consumer(client_config(settings, {
         "group.id": f"{settings.worker_group}-replay-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "log_level": 0,
