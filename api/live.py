@@ -21,12 +21,12 @@ import orjson
 import redis.asyncio as redis
 
 from guardian.logs import get_logger
-from guardian.sinks.live_feed import LIVE_STREAM
+from guardian.sinks.live_feed import LIVE_STREAM, parse_entry
 
 log = get_logger(__name__)
 CLIENT_QUEUE = 256
 BACKFILL_MAX = 1000
-BLOCK_MS = 5000
+BLOCK_MS = 2000  # under the client's 5 s socket timeout
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
@@ -41,9 +41,13 @@ class Message:
         return f"{head}event: {self.kind}\ndata: ".encode() + orjson.dumps(self.data) + b"\n\n"
 
 
-def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
-    data = {k.decode(): v.decode() for k, v in fields.items()}
-    return Message(data.pop("type", "unknown"), data, entry_id.decode())
+def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Message | None:
+    """None for an entry of a type this version does not know (a newer writer may add some)."""
+    entry = parse_entry(fields)
+    if entry is None:
+        return None
+    data = dict(entry)
+    return Message(data.pop("type"), data, entry_id.decode())
 
 
 class Subscriber:
@@ -99,7 +103,8 @@ class LiveHub:
             for _, entries in replies:
                 for entry_id, fields in entries:
                     last = entry_id
-                    self.publish(decode_entry(entry_id, fields))
+                    if message := decode_entry(entry_id, fields):
+                        self.publish(message)
 
     async def subscribe(self, last_event_id: str | None, keepalive_s: float = 15.0) -> AsyncIterator[Message | None]:
         """The client's messages: first what it missed since `last_event_id`, then live ones; None after
@@ -111,9 +116,9 @@ class LiveHub:
             if sent:
                 for entry_id, fields in await self.client.xrange(LIVE_STREAM, f"({sent}", "+",
                                                                   count=BACKFILL_MAX):  # fmt: skip
-                    message = decode_entry(entry_id, fields)
-                    sent = message.id
-                    yield message
+                    sent = entry_id.decode()
+                    if message := decode_entry(entry_id, fields):
+                        yield message
             if self.latest_metrics:
                 yield self.latest_metrics
             while True:

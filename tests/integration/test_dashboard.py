@@ -176,7 +176,7 @@ def test_an_operator_watches_the_platform_live_and_silences_an_alert(browser, sc
             30, "the breaker cell to turn OPEN")  # fmt: skip
     platform.measurements["breaker_seen_after_s"] = round(time.time() - opened_at, 3)
     row = f"#alerts tr[data-fingerprint] a[href='/symbols/{symbol}']"
-    wait_js(browser, f"return document.querySelector(\"{row}\") !== null", 30, "the P0 in active alerts")
+    wait_js(browser, f'return document.querySelector("{row}") !== null', 30, "the P0 in active alerts")
     screenshot("breaker-open")
 
     # The symbol's page: its timeline and its chart.
@@ -191,10 +191,11 @@ def test_an_operator_watches_the_platform_live_and_silences_an_alert(browser, sc
     # Silence it from the overview.
     browser.get(platform.url + "/")
     button = f"#alerts tr[data-fingerprint]:has(a[href='/symbols/{symbol}']) [data-action=silence]"
-    wait_js(browser, f"return document.querySelector(\"{button}\") !== null", 30, "the silence button")
+    wait_js(browser, f'return document.querySelector("{button}") !== null', 30, "the silence button")
     browser.find_element(By.CSS_SELECTOR, button).click()
-    wait_js(browser, f"const r = document.querySelector(\"#alerts tr[data-fingerprint]:has(a[href='/symbols/{symbol}'])\");"
-                     " return r && r.textContent.includes('silenced')", 30, "the row marked silenced")  # fmt: skip
+    row = f"#alerts tr[data-fingerprint]:has(a[href='/symbols/{symbol}'])"
+    wait_js(browser, f"const r = document.querySelector(\"{row}\"); return r && r.textContent.includes('silenced')",
+            30, "the row marked silenced")  # fmt: skip
     screenshot("silenced")
     silences = httpx.get(f"{platform.url}/v1/silences", headers={"Authorization": f"Bearer {platform.operator}"}).json()
     mine = [s for s in silences["items"] if s["matchers"].get("symbol") == symbol]
@@ -208,7 +209,7 @@ def test_a_viewer_sees_no_silence_button_and_the_api_refuses_one(browser, screen
     platform.transition(symbol, "CLOSED", "OPEN")
     log_in(browser, platform, platform.viewer)
     row = f"#alerts tr[data-fingerprint]:has(a[href='/symbols/{symbol}'])"
-    wait_js(browser, f"return document.querySelector(\"{row}\") !== null", 60, "the viewer's alert row")
+    wait_js(browser, f'return document.querySelector("{row}") !== null', 60, "the viewer's alert row")
     assert browser.find_elements(By.CSS_SELECTOR, "[data-action=silence]") == []
     screenshot("viewer")
     status = browser.execute_async_script(
@@ -230,8 +231,8 @@ def test_sse_delay_from_a_breaker_emit_to_the_browser(browser, platform: Platfor
     states = ["CLOSED", "OPEN"]
     for i in range(10):
         platform.transition(symbol, states[i % 2], states[(i + 1) % 2])
-        wait_js(browser, f"return window.__guardianSse.filter(m => m.type === 'breaker' && m.data.symbol === '{symbol}')"
-                         f".length >= {i + 1}", 30, f"transition {i + 1}")  # fmt: skip
+        mine = f"window.__guardianSse.filter(m => m.type === 'breaker' && m.data.symbol === '{symbol}')"
+        wait_js(browser, f"return {mine}.length >= {i + 1}", 30, f"transition {i + 1}")
     received = browser.execute_script(
         f"return window.__guardianSse.filter(m => m.type === 'breaker' && m.data.symbol === '{symbol}')"
         ".map(m => m.at - Number(m.data.event_time) / 1000)"
