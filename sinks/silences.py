@@ -65,6 +65,10 @@ def _parse(silence_id: bytes | str, body: bytes | str) -> Live:
                 data.get("created_by"))  # fmt: skip
 
 
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 def _check_matchers(matchers: dict[str, str]) -> dict[str, str]:
     if not matchers:
         raise SilenceError("a silence needs at least one matcher (rule, severity or a label = value)")
@@ -75,9 +79,10 @@ def _check_matchers(matchers: dict[str, str]) -> dict[str, str]:
 
 
 async def create(client: redis.Redis, db: Db, matchers: dict[str, str], *, created_by: str,
-                 duration_s: float | None = None, expires_at: datetime | None = None,
-                 comment: str = "") -> dict[str, Any]:  # fmt: skip
-    """Make a silence for `duration_s` from now, or until `expires_at` (exactly one of them).
+                 duration_s: float | None = None, expires_at: datetime | None = None, comment: str = "",
+                 silence_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Make a silence for `duration_s` from now, or until `expires_at` (exactly one of them); `silence_id`
+    when the caller needs it first (an audit row's target), else a new one.
     Returns {id, matchers, comment, starts_at, expires_at, created_by}."""
     matchers = _check_matchers(matchers)
     if (duration_s is None) == (expires_at is None):
@@ -89,7 +94,7 @@ async def create(client: redis.Redis, db: Db, matchers: dict[str, str], *, creat
         raise SilenceError("expires_at must carry a time zone")
     if expires_at <= starts_at:
         raise SilenceError(f"expires_at {expires_at.isoformat()} is not in the future")
-    silence_id = uuid.uuid4().hex[:12]
+    silence_id = silence_id or new_id()
     await db.execute(
         "INSERT INTO guardian_silences (id, matchers, comment, starts_at, expires_at, created_by)"
         " VALUES ($1, $2::jsonb, $3, $4, $5, $6)",
