@@ -18,7 +18,7 @@ from guardian.api import tokens
 from guardian.api.audit_log import AuditAndMeasure
 from guardian.api.auth import Authenticator, Viewer
 from guardian.api.live import LiveHub
-from guardian.api.routes import audit, events, hot, pages, status, stream, symbols
+from guardian.api.routes import alerts, audit, events, hot, pages, status, stream, symbols
 from guardian.api.routes import tokens as token_routes
 from guardian.api.sampler import Sampler
 from guardian.errors import ConfigError
@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
                   openapi_url=None)  # fmt: skip
     app.state.settings = settings
     app.add_middleware(AuditAndMeasure, registry=registry)
-    for router in (events.router, hot.router, symbols.router, status.router, stream.router, audit.router,
+    for router in (events.router, hot.router, alerts.router, symbols.router, status.router, stream.router, audit.router,
                    token_routes.router, pages.router):  # fmt: skip
         app.include_router(router)
 

@@ -15,13 +15,15 @@ init` and at every worker start, and says what it changed.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
 
 from guardian.errors import GuardianError
+from guardian.sinks.alert_history import delete_older_than
 
 if TYPE_CHECKING:
     from guardian.settings import Settings
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 TIMESCALEDB = "timescaledb"
 NATIVE = "native-partitioning"
 NATIVE_JOB = "native_maintenance"
+HISTORY_JOB = "alert_history_retention"  # both modes: alert changes, notification attempts, silences
 UPKEEP_LOCK = 0x67756172646D  # one reconcile + maintenance at a time across the fleet
 UPKEEP_LOCK_TIMEOUT_S = 120
 HYPERTABLE = "guardian_events"
@@ -173,32 +176,53 @@ async def _reconcile_timescaledb(conn: asyncpg.Connection, policy: StoragePolicy
 
 
 # --- maintenance --------------------------------------------------------------------------------
-async def maintain(conn: asyncpg.Connection, policy: StoragePolicy, mode: str | None) -> list[str]:
-    """One maintenance run, recorded as a job run: native mode's partitions and pruning (TimescaleDB's
-    own jobs do that in its mode: nothing to run). Call it holding the upkeep lock (upkeep() does)."""
-    if mode != NATIVE:
-        return []
+async def _run_job(conn: asyncpg.Connection, job: str, work: Callable[[], Awaitable[list[str]]]) -> list[str]:
+    """Run `work` as a run of `job` in guardian_storage_jobs: start, then success or failure (with its error)."""
     await conn.execute(
         "INSERT INTO guardian_storage_jobs (job, last_start, runs) VALUES ($1, now(), 1) ON CONFLICT (job)"
         " DO UPDATE SET last_start = now(), runs = guardian_storage_jobs.runs + 1",
-        NATIVE_JOB,
+        job,
     )
     try:
-        async with conn.transaction():
-            rows = await conn.fetch(
-                "SELECT * FROM guardian_maintain_native($1, $2, $3)", policy.retention, policy.chunk, policy.ahead
-            )
+        lines = await work()
     except asyncpg.PostgresError as error:
         message = f"{type(error).__name__}: {error}"
         await conn.execute(
             "UPDATE guardian_storage_jobs SET last_failure = now(), last_error = $2, failures = failures + 1"
             " WHERE job = $1",
-            NATIVE_JOB,
+            job,
             message,
         )
-        raise StorageJobError(f"{NATIVE_JOB} failed: {message}") from error
-    await conn.execute("UPDATE guardian_storage_jobs SET last_success = now() WHERE job = $1", NATIVE_JOB)
-    return [f"{r['action']} {r['detail']}" for r in rows]
+        raise StorageJobError(f"{job} failed: {message}") from error
+    await conn.execute("UPDATE guardian_storage_jobs SET last_success = now() WHERE job = $1", job)
+    return lines
+
+
+async def maintain(conn: asyncpg.Connection, policy: StoragePolicy, mode: str | None) -> list[str]:
+    """One maintenance run, recorded as a job run: native mode's partitions and pruning (TimescaleDB's
+    own jobs do that in its mode: nothing to run). Call it holding the upkeep lock (upkeep() does)."""
+    if mode != NATIVE:
+        return []
+
+    async def work() -> list[str]:
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "SELECT * FROM guardian_maintain_native($1, $2, $3)", policy.retention, policy.chunk, policy.ahead
+            )
+        return [f"{r['action']} {r['detail']}" for r in rows]
+
+    return await _run_job(conn, NATIVE_JOB, work)
+
+
+async def prune_history(conn: asyncpg.Connection, policy: StoragePolicy) -> list[str]:
+    """Delete alert and notification history, and silences, older than the retention (both modes; as the
+    owner: the application role may not delete), recorded as the job HISTORY_JOB."""
+
+    async def work() -> list[str]:
+        deleted = await delete_older_than(conn, datetime.now(UTC) - policy.retention)
+        return [f"deleted {n} row(s) from {table} (retention)" for table, n in deleted.items() if n]
+
+    return await _run_job(conn, HISTORY_JOB, work)
 
 
 async def upkeep(dsn: str, policy: StoragePolicy) -> list[str]:
@@ -212,7 +236,14 @@ async def upkeep(dsn: str, policy: StoragePolicy) -> list[str]:
         try:
             mode = await recorded_mode(conn)
             changes = await reconcile(conn, policy, mode)
-            actions = await maintain(conn, policy, mode)
+            actions, failures = [], []
+            for job in (lambda: maintain(conn, policy, mode), lambda: prune_history(conn, policy)):
+                try:  # one failing job does not keep the other from running; the first failure is raised
+                    actions += await job()
+                except StorageJobError as error:
+                    failures.append(error)
+            if failures:
+                raise failures[0]
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", UPKEEP_LOCK)
     finally:
@@ -275,6 +306,14 @@ async def job_health(conn: asyncpg.Connection, mode: str | None = None) -> list[
         return [JobHealth(r["job"], r["last_success"], r["last_failure"], r["last_error"]) for r in rows]
     if mode != TIMESCALEDB:
         return []
+    ours = [  # the jobs this project runs in both modes (HISTORY_JOB)
+        JobHealth(r["job"], r["last_success"], r["last_failure"], r["last_error"])
+        for r in await conn.fetch(
+            "SELECT job, last_success, last_failure, last_error FROM guardian_storage_jobs WHERE job <> $1"
+            " ORDER BY job",
+            NATIVE_JOB,
+        )
+    ]
     # A job that never succeeded has last_successful_finish '-infinity', which asyncpg decodes as a naive
     # datetime.min (found against TimescaleDB 2.28.3 on PostgreSQL 15.20, where every job fails).
     rows = await conn.fetch(
@@ -301,4 +340,4 @@ async def job_health(conn: asyncpg.Connection, mode: str | None = None) -> list[
             failed_at = r["last_run_started_at"]
         name = f"{r['proc_name']} (job {r['job_id']})"
         health.append(JobHealth(name, r["last_successful_finish"], failed_at, message))
-    return health
+    return [*health, *ours]

@@ -35,7 +35,9 @@ from guardian.sinks.postgres import PostgresSink
 from guardian.sinks.redis_hot_view import RedisHotView
 from guardian.sinks.storage import StoragePolicy
 from guardian.stream_processors import metrics, storage_watch
+from guardian.stream_processors.alerts.archive import AlertArchive
 from guardian.stream_processors.alerts.engine import AlertEngine
+from guardian.stream_processors.alerts.history import NotificationLog
 from guardian.stream_processors.alerts.hook import AlertHook
 from guardian.stream_processors.alerts.outputs import AlertPublisher, WebhookDispatcher
 from guardian.stream_processors.alerts.rules import load_rules
@@ -137,11 +139,13 @@ class IngestService(mode.Service):
         rules = load_rules(settings.alert_rules_file)  # `guardian worker` validated it already
         outbox = Outbox(client_config(settings))
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self.webhooks = WebhookDispatcher()
+        self.notification_log = NotificationLog(settings.postgres_dsn)
+        self.webhooks = WebhookDispatcher(history=self.notification_log)
         global PUBLISHER
         publisher = PUBLISHER = AlertPublisher(
             rules, outbox, settings.alerts_topic, self.redis, self.webhooks, settings.schema_registry_url,
             live_maxlen=settings.live_stream_maxlen,
+            history=self.notification_log,
         )  # fmt: skip
         hook = AlertHook(
             # Notified transitions are remembered a day beyond the replay window: a replay never re-pages.
@@ -189,6 +193,11 @@ class IngestService(mode.Service):
             PROGRESS.failed = repr(error)
             log.exception("ingest loop stopped; restart the worker")
             raise
+
+    @mode.Service.task
+    async def _notification_log(self) -> None:
+        """Write notification attempts to PostgreSQL in the background (stream_processors/alerts/history.py)."""
+        await self.notification_log.run()
 
     @mode.Service.task
     async def _recovery(self) -> None:
@@ -273,7 +282,31 @@ class IngestService(mode.Service):
             for sink in SINKS:
                 await sink.close()
             await self.webhooks.close()
+            await self.notification_log.close()  # after the webhooks: their last attempts are rows too
             await self.redis.aclose()
+
+
+@app.service
+class AlertArchiveService(mode.Service):
+    """Archives the alerts topic into PostgreSQL (stream_processors/alerts/archive.py), apart from ingest."""
+
+    archive: AlertArchive | None = None
+
+    async def on_start(self) -> None:
+        self.archive = AlertArchive(settings)
+
+    @mode.Service.task
+    async def _archive(self) -> None:
+        assert self.archive is not None
+        try:
+            await self.archive.run()
+        except Exception:  # a bug: the archive stops, ingest goes on; the log and the metrics say so
+            metrics.ARCHIVE_ERRORS.labels("stopped").inc()
+            log.exception("alert archive stopped; restart the worker")
+
+    async def on_stop(self) -> None:
+        if self.archive is not None:
+            await self.archive.stop()
 
 
 async def _storage_upkeep() -> None:

@@ -78,3 +78,24 @@ CONSISTENCY_MISMATCHES = Gauge(
 )
 CONSISTENCY_RUNS = Counter("guardian_consistency_runs", "Periodic verifications by outcome: ok, mismatch, failed",
                            ["outcome"])  # fmt: skip
+ARCHIVE_ROWS = Counter(
+    "guardian_worker_alert_archive_rows",
+    "Alert changes the archive read from the alerts topic: archived (new rows), duplicate (archived already) or "
+    "refused (PostgreSQL refused the row's data; skipped)",
+    ["result"],
+)
+ARCHIVE_ERRORS = Counter(
+    "guardian_worker_alert_archive_errors",
+    "Alert archive failures: write (PostgreSQL refused or was away; retried, offsets not committed) or decode "
+    "(a record that is no AlertEvent; skipped) or stopped (the archive loop died: a bug)",
+    ["kind"],
+)
+NOTIFICATION_ROWS = Counter(
+    "guardian_worker_notification_rows",
+    "Notification attempt rows: written, duplicate (there already), overflow (queue full, dropped) or refused "
+    "(PostgreSQL refused the data, dropped)",
+    ["result"],
+)
+NOTIFICATION_LOG_ERRORS = Counter(
+    "guardian_worker_notification_log_errors", "Failed writes of notification attempt rows (retried)"
+)

@@ -92,8 +92,10 @@ def _next(page: alert_history.Page) -> str | None:
 
 
 def _active(alert: dict) -> ActiveAlert:
-    return ActiveAlert(**{**{k: v for k, v in alert.items() if k in ActiveAlert.model_fields},
-                          "starts_at": from_micros(alert["starts_at"]), "silenced": bool(alert.get("silenced"))})  # fmt: skip
+    fields = {k: v for k, v in alert.items() if k in ActiveAlert.model_fields}
+    return ActiveAlert(
+        **fields | {"starts_at": from_micros(alert["starts_at"]), "silenced": bool(alert.get("silenced"))}
+    )
 
 
 @router.get("/v1/alerts/active", response_model=list[ActiveAlert])
@@ -115,8 +117,10 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> pages.Page[AlertChange]:
     """Every alert state change, newest first."""
-    page = await alert_history.alert_changes(request.app.state.pool, symbol=symbol, rule=rule, fingerprint=fingerprint,
-                                             since=since, until=until, before=_cursor(cursor, int), limit=limit)  # fmt: skip
+    page = await alert_history.alert_changes(
+        request.app.state.pool, symbol=symbol, rule=rule, fingerprint=fingerprint, since=since, until=until,
+        before=_cursor(cursor, int), limit=limit,
+    )  # fmt: skip
     return pages.Page[AlertChange](items=[AlertChange(**i) for i in page.items], next_cursor=_next(page))
 
 

@@ -39,6 +39,7 @@ def _alert(rule: str, severity: str, condition: Condition, starts_at: int, now_u
         "starts_at": starts_at,
         "ends_at": None if condition.bad else now_us,
         "event_id": None,
+        "last_notified_us": now_us,  # told now: the notification's time, part of its key (sinks/alert_history.py)
     }
 
 

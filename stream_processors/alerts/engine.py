@@ -401,6 +401,7 @@ class AlertEngine:
             "starts_at": event["event_time"] if event else now_us,
             "ends_at": None,
             "event_id": event["event_id"] if event else None,
+            "event_time": event["event_time"] if event else None,  # with event_id: the event's row key
             "partition": partition,
             "last_notified_us": now_us,
         }
@@ -416,8 +417,8 @@ class AlertEngine:
         return self._resolve_record(key, current, at_us, now_us, event)
 
     def _resolve_record(self, key: str, alert: dict, at_us: int, now_us: int, event: dict | None) -> list[Notification]:
-        event_id = event["event_id"] if event else None
-        resolved = {**alert, "status": "RESOLVED", "ends_at": at_us, "event_id": event_id}
+        event_id, event_time = (event["event_id"], event["event_time"]) if event else (None, None)
+        resolved = {**alert, "status": "RESOLVED", "ends_at": at_us, "event_id": event_id, "event_time": event_time}
         return self._change(key, alert, resolved, event, now_us)
 
     def _change(

@@ -7,18 +7,22 @@ Redis layout:
 | `guardian:alerts:active` | set | fingerprints of FIRING alerts (silenced ones included) |
 | `guardian:alert:{fingerprint}` | string | JSON of the alert's latest state, with `silenced` |
 | `guardian:alerts` | pub/sub channel | JSON of each notification (not for silenced alerts) |
-| `guardian:silences` | hash | silence id -> JSON {matchers, expires_at_us, comment} |
+| `guardian:silences` | hash | silence id -> JSON {matchers, expires_at_us, comment, created_by} (sinks/silences.py) |
 | `guardian:live` | stream | a `type=alert` entry per state change, silenced ones included (sinks/live_feed.py) |
 
 Webhooks get Alertmanager's webhook JSON (version 4), one POST per group of alerts that
 changed together (grouped by the rule set's `group_by` labels), per severity receiver,
 retried with exponential backoff up to the receiver's `max_attempts`.
+
+Every attempt (each POST try, each Redis publish, and a silenced notification) goes to the
+notification log (stream_processors/alerts/history.py), one row per alert, never waited on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,23 +32,24 @@ import redis.asyncio as redis
 
 from guardian.logs import get_logger
 from guardian.schemas.codec import EventCodec, load_alert_schema
+from guardian.sinks.alert_history import Attempt, notification_key, redact_receiver
+from guardian.sinks.alert_state import ACTIVE_SET, ALERT_KEY, CHANNEL
 from guardian.sinks.live_feed import DEFAULT_MAXLEN, LIVE_STREAM, alert_fields
+from guardian.sinks.silences import SILENCES
 from guardian.stream_processors import metrics
 from guardian.stream_processors.alerts.engine import Notification, Silence
+from guardian.stream_processors.alerts.history import NotificationLog
 from guardian.stream_processors.alerts.rules import RuleSet, Webhook
 from guardian.stream_processors.outbox import Outbox
 
 log = get_logger(__name__)
 
-ACTIVE_SET = "guardian:alerts:active"
-ALERT_KEY = "guardian:alert:{}"
-CHANNEL = "guardian:alerts"
-SILENCES = "guardian:silences"
+__all__ = ["ACTIVE_SET", "ALERT_KEY", "CHANNEL", "SILENCES"]  # SILENCES: the hash lives in sinks/silences.py
 ALERTS_SUBJECT = "guardian.alerts.v1-value"
 SUMMARY_MAX = 2_000  # characters: the summary quotes the breaker's reason, itself capped at 4,096
 
 
-def alert_event(alert: dict) -> dict:
+def alert_event(alert: dict, repeat: bool = False, silenced: bool = False) -> dict:
     """The AlertEvent record (schemas/avro/alert_event.avsc) of an alert state."""
     return {
         "fingerprint": alert["fingerprint"],
@@ -57,7 +62,23 @@ def alert_event(alert: dict) -> dict:
         "starts_at": alert["starts_at"],
         "ends_at": alert["ends_at"],
         "event_id": alert["event_id"],
+        "event_time": alert.get("event_time"),  # absent from alert state written before the field
+        "notified_at": alert.get("last_notified_us"),
+        "repeat": repeat,
+        "silenced": silenced,
     }
+
+
+def alert_key(alert: dict) -> str:
+    """The notification key of this alert state (sinks/alert_history.py)."""
+    return notification_key(alert["fingerprint"], alert["status"], alert["starts_at"], alert.get("last_notified_us"))
+
+
+def attempt_row(n: Notification, channel: str, receiver: str, attempt: int, outcome: str, at: datetime,
+                **facts: object) -> Attempt:  # fmt: skip
+    a = n.alert
+    return Attempt(alert_key(a), a["fingerprint"], a["labels"].get("symbol"), a["rule"], a["status"], channel,
+                   receiver, attempt, outcome, at, **facts)  # type: ignore[arg-type]  # fmt: skip
 
 
 def _iso(micros: int | None) -> str:
@@ -101,36 +122,52 @@ def webhook_payload(receiver: str, group: dict[str, str], notifications: Sequenc
 class WebhookDispatcher:
     """POSTs in the background (the ingest loop never waits on a receiver), retried with backoff."""
 
-    def __init__(self, concurrency: int = 16) -> None:
+    def __init__(self, concurrency: int = 16, history: NotificationLog | None = None) -> None:
+        self.history = history
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task] = set()
 
-    def send(self, webhook: Webhook, payload: dict) -> None:
-        task = asyncio.ensure_future(self._deliver(webhook, payload))
+    def send(self, webhook: Webhook, payload: dict, members: Sequence[Notification] = ()) -> None:
+        """POST `payload` (the webhook body of `members`) in the background."""
+        task = asyncio.ensure_future(self._deliver(webhook, payload, members))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, webhook: Webhook, payload: dict) -> bool:
+    def _record(self, members: Sequence[Notification], receiver: str, attempt: int, outcome: str, at: datetime,
+                http_status: int | None, error: str | None, latency_s: float) -> None:  # fmt: skip
+        if self.history is not None:
+            for n in members:
+                self.history.record(attempt_row(n, "webhook", receiver, attempt, outcome, at, http_status=http_status,
+                                            error=error, latency_s=round(latency_s, 6)))  # fmt: skip
+
+    async def _deliver(self, webhook: Webhook, payload: dict, members: Sequence[Notification] = ()) -> bool:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         url = str(webhook.url)
+        receiver = redact_receiver(url)
         delay = 0.2
         for attempt in range(1, webhook.max_attempts + 1):
-            try:
-                async with (
-                    self._slots,
-                    self._session.post(
+            http_status: int | None = None
+            async with self._slots:  # the latency measured is the receiver's, not the wait for a slot
+                at, began = datetime.now(UTC), time.perf_counter()
+                try:
+                    async with self._session.post(
                         url, json=payload, timeout=aiohttp.ClientTimeout(total=webhook.timeout_s)
-                    ) as response,
-                ):
-                    if response.status < 300:
-                        metrics.WEBHOOKS.labels("delivered").inc()
-                        return True
-                    problem = f"HTTP {response.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = repr(exc)
-            if attempt < webhook.max_attempts:
+                    ) as response:
+                        http_status = response.status
+                    problem = None if http_status < 300 else f"HTTP {http_status}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    problem = repr(exc)
+                latency_s = time.perf_counter() - began
+            if problem is None:
+                metrics.WEBHOOKS.labels("delivered").inc()
+                self._record(members, receiver, attempt, "delivered", at, http_status, None, latency_s)
+                return True
+            last = attempt == webhook.max_attempts
+            self._record(members, receiver, attempt, "failed" if last else "retried", at, http_status, problem,
+                         latency_s)  # fmt: skip
+            if not last:
                 metrics.WEBHOOKS.labels("retried").inc()
                 log.warning("webhook failed; retrying", url=url, attempt=attempt, problem=problem, in_s=delay)
                 await asyncio.sleep(delay)
@@ -159,7 +196,9 @@ class AlertPublisher:
         webhooks: WebhookDispatcher,
         registry_url: str | None = None,
         live_maxlen: int = DEFAULT_MAXLEN,
+        history: NotificationLog | None = None,
     ) -> None:
+        self.history = history
         self.rules = rules
         self.live_maxlen = live_maxlen
         self.outbox = outbox
@@ -175,23 +214,43 @@ class AlertPublisher:
         for n in notifications:
             alert = n.alert
             metrics.ALERTS.labels(alert["rule"], alert["severity"], alert["status"], str(n.repeat).lower()).inc()
-            self.outbox.send(self.topic, self.codec.encode(alert_event(alert)), key=alert["fingerprint"].encode())
+            record = alert_event(alert, repeat=n.repeat, silenced=n.silenced)
+            self.outbox.send(self.topic, self.codec.encode(record), key=alert["fingerprint"].encode())
         self._notify_receivers([n for n in notifications if not n.silenced])
         delay = 0.05
+        attempt = 0
         while True:
+            attempt += 1
+            at, began = datetime.now(UTC), time.perf_counter()
             try:
                 await self._to_redis(notifications)
+                self._record_redis(notifications, attempt, at, None, time.perf_counter() - began)
                 return
             except redis.RedisError as exc:
+                self._record_redis(notifications, attempt, at, repr(exc), time.perf_counter() - began)
                 log.warning("alerts not in Redis yet; retrying", error=repr(exc), in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _record_redis(self, notifications: Sequence[Notification], attempt: int, at: datetime, error: str | None,
+                      latency_s: float) -> None:  # fmt: skip
+        """A row per notification and try of the Redis publish; a silenced one (not published) once, as such."""
+        if self.history is None:
+            return
+        for n in notifications:
+            if n.silenced:
+                if error is None:
+                    self.history.record(attempt_row(n, "redis", CHANNEL, 1, "silenced", at))
+                continue
+            outcome = "delivered" if error is None else "retried"
+            self.history.record(attempt_row(n, "redis", CHANNEL, attempt, outcome, at, error=error,
+                                        latency_s=round(latency_s, 6)))  # fmt: skip
 
     async def _to_redis(self, notifications: Sequence[Notification]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for n in notifications:
             alert = n.alert
-            body = json.dumps({**alert_event(alert), "silenced": n.silenced, "repeat": n.repeat})
+            body = json.dumps(alert_event(alert, repeat=n.repeat, silenced=n.silenced))
             pipe.set(ALERT_KEY.format(alert["fingerprint"]), body)
             if alert["status"] == "FIRING":
                 pipe.sadd(ACTIVE_SET, alert["fingerprint"])
@@ -216,7 +275,7 @@ class AlertPublisher:
             groups[(n.alert["severity"], group)].append(n)
         for (severity, group), members in groups.items():
             for webhook in self.rules.receivers.get(severity, ()):
-                self.webhooks.send(webhook, webhook_payload(severity, dict(group), members))
+                self.webhooks.send(webhook, webhook_payload(severity, dict(group), members), members)
 
 
 async def load_silences(client: redis.Redis) -> list[Silence]:

@@ -18,7 +18,8 @@ from typing import Any
 import redis as redis_sync
 import redis.asyncio as redis
 
-from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY, SILENCES
+from guardian.sinks.silences import SILENCES
+from guardian.stream_processors.alerts.outputs import ACTIVE_SET, ALERT_KEY
 
 LATEST = "guardian:latest:"
 SEQ = "guardian:seq:"
