@@ -32,7 +32,11 @@ MAX_LIMIT = 1000
 
 
 class SilenceError(GuardianError, ValueError):
-    """A silence that cannot be made as asked (no matchers, an expiry in the past), or Redis refused it."""
+    """A silence that cannot be made as asked (no matchers, an expiry in the past): the caller's mistake."""
+
+
+class SilenceNotApplied(SilenceError):
+    """Redis refused the silence: recorded as ended (`apply-failed`); try again (an API answers 503)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ async def create(client: redis.Redis, db: Db, matchers: dict[str, str], *, creat
         await client.hset(SILENCES, silence_id, json.dumps(body))
     except redis.RedisError as exc:
         await _expire_row(db, silence_id, APPLY_FAILED)
-        raise SilenceError(f"silence {silence_id} not applied, Redis refused it: {exc!r}") from exc
+        raise SilenceNotApplied(f"silence {silence_id} not applied, Redis refused it: {exc!r}") from exc
     return {"id": silence_id, "matchers": matchers, "comment": comment, "starts_at": starts_at,
             "expires_at": expires_at, "created_by": created_by}  # fmt: skip
 

@@ -310,3 +310,30 @@ def test_retention_deletes_old_history_as_the_owner_and_records_the_job(settings
                 await owner.close()
 
         asyncio.run(run())
+
+
+def test_a_silence_redis_refuses_is_recorded_as_ended_at_once(settings: Settings):
+    from redis.asyncio import Redis
+
+    from guardian.stack.process import free_port
+
+    with scratch_database(settings, "history_silences") as db:
+
+        async def run() -> None:
+            conn = await asyncpg.connect(db.app)
+            nobody = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)  # nothing listens there
+            try:
+                with pytest.raises(silences.SilenceNotApplied):
+                    await silences.create(nobody, conn, {"rule": "r"}, created_by="token:ops", duration_s=60)
+                [row] = await conn.fetch(
+                    "SELECT s.created_by, e.by FROM guardian_silences s JOIN guardian_silence_expirations e"
+                    " ON e.silence_id = s.id"
+                )
+                assert (row["created_by"], row["by"]) == ("token:ops", silences.APPLY_FAILED)
+                with pytest.raises(silences.SilenceError, match="not in the future"):
+                    await silences.create(nobody, conn, {"rule": "r"}, created_by="x", duration_s=0)
+            finally:
+                await nobody.aclose()
+                await conn.close()
+
+        asyncio.run(run())
