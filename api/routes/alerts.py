@@ -205,6 +205,8 @@ async def create_silence(request: Request, body: NewSilence, operator: Operator)
         made = await silences.create(request.app.state.redis, request.app.state.pool, body.matchers,
                                      created_by=operator.actor, duration_s=duration_s, expires_at=body.expires_at,
                                      comment=body.comment)  # fmt: skip
+    except silences.SilenceNotApplied as exc:
+        raise HTTPException(503, str(exc)) from None
     except (silences.SilenceError, click.BadParameter) as exc:
         raise HTTPException(422, exc.format_message() if isinstance(exc, click.ClickException) else str(exc)) from None
     return Silence(**made)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, quote, urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -108,9 +108,12 @@ async def alerts_fragment(request: Request, principal: Viewer) -> HTMLResponse:
 
 
 @router.get("/ui/timeline/{symbol}", response_class=HTMLResponse)
-async def timeline_fragment(request: Request, symbol: str, principal: Viewer, cursor: str | None = None):
-    page = await symbol_routes.timeline(request, symbol, principal, cursor=cursor, limit=50)
-    next_url = f"/ui/timeline/{quote(symbol)}?{urlencode({'cursor': page.next_cursor})}" if page.next_cursor else None
+async def timeline_fragment(request: Request, symbol: str, principal: Viewer, cursor: str | None = None,
+                            kind: Annotated[list[str] | None, Query()] = None):  # fmt: skip
+    kinds = [k for k in kind or [] if k in symbol_routes.BRANCHES] or None
+    page = await symbol_routes.timeline(request, symbol, principal, cursor=cursor, limit=50, kind=kinds)
+    query = urlencode({"cursor": page.next_cursor, "kind": kinds or []}, doseq=True)
+    next_url = f"/ui/timeline/{quote(symbol)}?{query}" if page.next_cursor else None
     return render(request, "timeline_rows.html", items=page.items, next_url=next_url)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -87,17 +87,30 @@ def _branch(select: str, table: str, at: str, kind: str, id_: str) -> str:
     return f"(SELECT {select}, {id_} AS sort_id FROM {table} WHERE {where} ORDER BY {at} DESC, {id_} DESC LIMIT $2)"
 
 
-TIMELINE = " UNION ALL ".join([
-    _branch("event_time AS at, 'event' AS kind, event_id::text AS id, detector || ' · ' || severity AS title,"
-            " payload AS detail", "guardian_events", "event_time", "event", "event_id::text"),
-    _branch("at, 'alert', id::text, rule || ' ' || status || CASE WHEN silenced THEN ' (silenced)' ELSE '' END,"
-            " jsonb_build_object('severity', severity, 'summary', summary, 'fingerprint', fingerprint,"
-            " 'trigger_event', event_id)", "guardian_alert_changes", "at", "alert", "lpad(id::text, 20, '0')"),
-    _branch("at, 'notification', id::text, channel || ' → ' || receiver || ': ' || outcome,"
-            " jsonb_build_object('rule', rule, 'status', status, 'attempt', attempt, 'http_status', http_status,"
-            " 'latency_s', latency_s, 'error', error)", "guardian_notifications", "at", "notification",
-            "lpad(id::text, 20, '0')"),
-]) + " ORDER BY at DESC, kind DESC, sort_id DESC LIMIT $2"  # fmt: skip
+BRANCHES = {
+    "event": _branch(
+        "event_time AS at, 'event' AS kind, event_id::text AS id, detector || ' · ' || severity AS title,"
+        " payload AS detail", "guardian_events", "event_time", "event", "event_id::text",
+    ),
+    "alert": _branch(
+        "at, 'alert' AS kind, id::text AS id,"
+        " rule || ' ' || status || CASE WHEN silenced THEN ' (silenced)' ELSE '' END AS title,"
+        " jsonb_build_object('severity', severity, 'summary', summary, 'fingerprint', fingerprint,"
+        " 'trigger_event', event_id) AS detail", "guardian_alert_changes", "at", "alert", "lpad(id::text, 20, '0')",
+    ),
+    "notification": _branch(
+        "at, 'notification' AS kind, id::text AS id, channel || ' → ' || receiver || ': ' || outcome AS title,"
+        " jsonb_build_object('rule', rule, 'status', status, 'attempt', attempt, 'http_status', http_status,"
+        " 'latency_s', latency_s, 'error', error) AS detail", "guardian_notifications", "at", "notification",
+        "lpad(id::text, 20, '0')",
+    ),
+}  # fmt: skip
+
+
+def timeline_sql(kinds: set[str]) -> str:
+    """The chosen branches (names from BRANCHES only, never the caller's text) merged in one order."""
+    chosen = [sql for kind, sql in BRANCHES.items() if kind in kinds]
+    return f"SELECT * FROM ({' UNION ALL '.join(chosen)}) merged ORDER BY at DESC, kind DESC, sort_id DESC LIMIT $2"
 
 
 @router.get("/v1/symbols/{symbol}/timeline", response_model=pages.Page[TimelineItem])
@@ -109,11 +122,14 @@ async def timeline(
     until: datetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    kind: Annotated[list[Literal["event", "alert", "notification"]] | None, Query()] = None,
 ) -> pages.Page[TimelineItem]:
-    """The symbol's events, alert changes and notification attempts, interleaved, newest first."""
+    """The symbol's events, alert changes and notification attempts (all, or the kinds asked for),
+    interleaved, newest first."""
     after = pages.decode(cursor, 3)
-    at, kind, sort_id = (datetime.fromisoformat(after[0]), after[1], after[2]) if after else (None, None, None)
-    rows = await request.app.state.pool.fetch(TIMELINE, symbol, limit + 1, at, kind, sort_id, since, until)
+    at, at_kind, sort_id = (datetime.fromisoformat(after[0]), after[1], after[2]) if after else (None, None, None)
+    sql = timeline_sql(set(kind or BRANCHES))
+    rows = await request.app.state.pool.fetch(sql, symbol, limit + 1, at, at_kind, sort_id, since, until)
     items = [(TimelineItem(at=r["at"], kind=r["kind"], id=r["id"], title=r["title"], detail=orjson.loads(r["detail"])),
               r["sort_id"]) for r in rows]  # fmt: skip
     page = pages.page(items, limit, lambda pair: (pair[0].at.isoformat(), pair[0].kind, pair[1]))

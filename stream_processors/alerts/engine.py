@@ -66,6 +66,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from guardian.schemas.events import Payload, StoredEvent
+from guardian.sinks.alert_state import mutes
 from guardian.stream_processors.alerts.rules import (
     BreakerOpenRule,
     DriftSustainedRule,
@@ -119,10 +120,7 @@ class Silence:
     comment: str = ""
 
     def matches(self, alert: dict, now_us: int) -> bool:
-        if now_us >= self.expires_at_us:
-            return False
-        fields = {"rule": alert["rule"], "severity": alert["severity"], **alert["labels"]}
-        return all(fields.get(name) == value for name, value in self.matchers.items())
+        return now_us < self.expires_at_us and mutes(self.matchers, alert)
 
 
 @dataclass(frozen=True)
