@@ -18,7 +18,7 @@ from guardian.api import tokens
 from guardian.api.audit_log import AuditAndMeasure
 from guardian.api.auth import Authenticator, Viewer
 from guardian.api.live import LiveHub
-from guardian.api.routes import alerts, audit, events, hot, pages, status, stream, symbols
+from guardian.api.routes import alerts, audit, events, hot, ops, pages, status, stream, symbols
 from guardian.api.routes import tokens as token_routes
 from guardian.api.sampler import Sampler
 from guardian.errors import ConfigError
@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_can_start(settings, app.state.pool)
             app.state.auth = Authenticator(app.state.pool, settings.api_token)
             app.state.kafka_lag = status.KafkaLag(settings)
+            app.state.jobs = ops.Jobs()
             app.state.live = LiveHub(app.state.redis)
             sampler = Sampler(app.state.live, app.state.redis, app.state.pool, app.state.kafka_lag)
             app.state.live.start()
@@ -81,8 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
                   openapi_url=None)  # fmt: skip
     app.state.settings = settings
     app.add_middleware(AuditAndMeasure, registry=registry)
-    for router in (events.router, hot.router, alerts.router, symbols.router, status.router, stream.router, audit.router,
-                   token_routes.router, pages.router):  # fmt: skip
+    routers = (events, hot, alerts, symbols, status, stream, ops, audit, token_routes, pages)
+    for router in (module.router for module in routers):
         app.include_router(router)
 
     @app.exception_handler(pages.LoginRequired)

@@ -279,6 +279,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    audit_actor: str | None = Field(
+        None,
+        description=(
+            "Who the audit trail names for this process's operations; default `user@host`. The API sets it on "
+            "the commands it runs for a token (`token:NAME via user@host`)."
+        ),
+    )
+
     # --- Local stack -----------------------------------------------------------
     stack_dir: Path = Field(
         REPO_ROOT / ".stack", description="Data, logs, pids and the Kafka jar cache of the local stack."

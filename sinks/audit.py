@@ -35,7 +35,12 @@ INSERT = (
 
 
 def operator() -> str:
-    """Who runs this process, as the audit names them: `user@host`."""
+    """Who runs this process, as the audit names them: `user@host`, or GUARDIAN_AUDIT_ACTOR when another
+    service runs it on someone's behalf (the API names the token: `token:NAME via user@host`)."""
+    from guardian.settings import get_settings
+
+    if on_behalf := get_settings().audit_actor:
+        return on_behalf
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for the uid (containers)

@@ -17,7 +17,7 @@ from guardian.api.app import create_app
 from guardian.api.tokens import Role
 from guardian.errors import ConfigError
 from guardian.settings import Settings
-from tests.integration.helpers import scratch_database
+from tests.integration.helpers import scratch_database, wait_for
 
 BREAK_GLASS = "test-" + uuid.uuid4().hex
 
@@ -258,3 +258,107 @@ def test_status_reports_stores_and_lag_per_partition(client, role_tokens, settin
     assert body["stores"]["postgresql"]["up"] and body["stores"]["redis"]["up"] and body["stores"]["kafka"]["up"]
     assert [p["partition"] for p in body["lag"]] == list(range(settings.events_partitions))
     assert body["total_lag"] == sum(p["lag"] for p in body["lag"])
+
+
+def test_silences_through_the_api_leave_history_and_audit(client, settings: Settings, role_tokens):
+    operator, viewer = bearer(role_tokens["operator"]), bearer(role_tokens["viewer"])
+    symbol = f"SIL{uuid.uuid4().hex[:6]}"
+    body = {"matchers": {"symbol": symbol}, "duration": "1h", "comment": "maintenance"}
+    assert client.post("/v1/silences", json=body, headers=viewer).status_code == 403
+    assert client.post("/v1/silences", json={**body, "duration": "soon"}, headers=operator).status_code == 422
+    made = client.post("/v1/silences", json=body, headers=operator)
+    assert made.status_code == 201, made.text
+    silence = made.json()
+    assert silence["created_by"].startswith("token:test-operator-")
+    active = client.get("/v1/silences", headers=viewer).json()["items"]
+    assert [s["id"] for s in active if s["matchers"] == {"symbol": symbol}] == [silence["id"]]
+    # The dashboard's session cookie alone cannot change anything: the page's script adds a header.
+    cookie_only = TestClient(client.app, cookies={"guardian_session": role_tokens["operator"]})
+    assert cookie_only.delete(f"/v1/silences/{silence['id']}").status_code == 403
+    assert client.delete(f"/v1/silences/{silence['id']}", headers=operator).status_code == 200
+    assert client.delete(f"/v1/silences/{silence['id']}", headers=operator).status_code == 404
+    history = client.get("/v1/silences/history", params={"limit": 50}, headers=viewer).json()["items"]
+    ended = next(s for s in history if s["id"] == silence["id"])
+    assert ended["expired_by"] == silence["created_by"] and ended["comment"] == "maintenance"
+    actions = [(r["action"], r["status"]) for r in audit_rows(settings, f"/v1/silences/{silence['id']}")]
+    assert actions == [("DELETE /v1/silences/{silence_id}", 403), ("DELETE /v1/silences/{silence_id}", 200),
+                       ("DELETE /v1/silences/{silence_id}", 404)]  # fmt: skip
+
+
+async def _alert_story(dsn: str, symbol: str, t0: datetime) -> str:
+    """A trigger event, its alert's FIRING and RESOLVED changes and three notification attempts."""
+    conn = await asyncpg.connect(dsn)
+    fingerprint = uuid.uuid4().hex[:16]
+    event_id = uuid.uuid4()
+    try:
+        await conn.execute(
+            "INSERT INTO guardian_events (event_time, event_id, producer_id, sequence, host, symbol, detector,"
+            " severity, schema_version, payload_type, payload) VALUES ($1, $2, 'story', 1, 'h', $3,"
+            " 'CIRCUIT_BREAKER', 'CRITICAL', 1, 'CircuitBreakerTransition', '{\"to_state\": \"OPEN\"}')",
+            t0, event_id, symbol,
+        )  # fmt: skip
+        for i, (status, at) in enumerate(
+            (("FIRING", t0 + timedelta(seconds=1)), ("RESOLVED", t0 + timedelta(seconds=9)))
+        ):
+            await conn.execute(
+                "INSERT INTO guardian_alert_changes (change_key, at, fingerprint, rule, severity, status, symbol,"
+                " labels, summary, starts_at, ends_at, event_id, event_time, kafka_partition, kafka_offset)"
+                " VALUES ($1, $2, $3, 'circuit-breaker-open', 'P0', $4, $5, $6, 'open', $7, $8, $9, $10, 0, $11)",
+                uuid.uuid4().hex, at, fingerprint, status, symbol, orjson.dumps({"symbol": symbol}).decode(), t0,
+                at if status == "RESOLVED" else None, event_id, t0, i,
+            )  # fmt: skip
+        for attempt, (outcome, seconds) in enumerate((("retried", 2), ("delivered", 3), ("delivered", 10)), 1):
+            await conn.execute(
+                "INSERT INTO guardian_notifications (notification_key, fingerprint, symbol, rule, status, channel,"
+                " receiver, attempt, outcome, http_status, latency_s, at) VALUES ($1, $2, $3, 'circuit-breaker-open',"
+                " 'FIRING', 'webhook', 'http://pager:9000', $4, $5, $6, 0.05, $7)",
+                f"k{seconds // 10}", fingerprint, symbol, attempt, outcome, 500 if outcome == "retried" else 200,
+                t0 + timedelta(seconds=seconds),
+            )  # fmt: skip
+    finally:
+        await conn.close()
+    return fingerprint
+
+
+def test_alert_history_its_story_and_the_symbols_timeline(client, settings: Settings, role_tokens):
+    viewer = bearer(role_tokens["viewer"])
+    symbol = f"STORY{uuid.uuid4().hex[:6]}"
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    fingerprint = asyncio.run(_alert_story(settings.postgres_dsn, symbol, t0))
+    changes = client.get("/v1/alerts/history", params={"symbol": symbol}, headers=viewer).json()["items"]
+    assert [c["status"] for c in changes] == ["RESOLVED", "FIRING"]
+    story = client.get(f"/v1/alerts/{fingerprint}", headers=viewer).json()
+    assert [e["symbol"] for e in story["triggers"]] == [symbol] and len(story["context"]) == 1
+    assert sorted(n["outcome"] for n in story["notifications"]) == ["delivered", "delivered", "retried"]
+    assert client.get("/v1/alerts/nope", headers=viewer).status_code == 404
+    # The timeline: 1 event, 2 changes, 3 attempts, interleaved newest first, in pages of 2.
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/v1/symbols/{symbol}/timeline", params=params, headers=viewer).json()
+        seen += [(item["kind"], item["at"]) for item in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert [kind for kind, _ in seen] == ["notification", "alert", "notification", "notification", "alert", "event"]
+    assert [at for _, at in seen] == sorted((at for _, at in seen), reverse=True)
+    only = client.get(f"/v1/symbols/{symbol}/timeline", params={"kind": ["alert"]}, headers=viewer).json()
+    assert [i["kind"] for i in only["items"]] == ["alert", "alert"]
+
+
+def test_operators_start_a_verification_and_a_replay_plan(client, settings: Settings, role_tokens):
+    operator = bearer(role_tokens["operator"])
+    assert client.post("/v1/ops/verify", json={"since": "1m"}, headers=bearer(role_tokens["viewer"])).status_code == 403
+    started = client.post("/v1/ops/replay", json={"from": "5m"}, headers=operator)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+
+    def finished() -> dict | None:
+        job = client.get(f"/v1/ops/{job_id}", headers=operator).json()
+        return job if job["state"] != "running" else None
+
+    job = wait_for(finished, 60, "the replay plan")
+    assert job["state"] == "succeeded", job["output"]
+    assert job["command"][:2] == ["guardian", "replay"] and "--dry-run" in job["command"]
+    rows = _run(settings.postgres_dsn, lambda db: db.fetch(
+        "SELECT actor FROM guardian_audit WHERE action = 'replay --dry-run' ORDER BY id DESC LIMIT 1"))  # fmt: skip
+    assert rows[0]["actor"].startswith("token:test-operator-") and " via " in rows[0]["actor"]
