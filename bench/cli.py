@@ -1,4 +1,4 @@
-"""`guardian bench producer | pipeline | recovery | consistency | all`: a table each, bench/results/<name>.json."""
+"""`guardian bench producer | pipeline | recovery | consistency | api | all`: a table each, JSON in bench/results/."""
 
 from __future__ import annotations
 
@@ -117,6 +117,18 @@ def consistency(events: int, rate: int, seconds: float, warmup: bool) -> None:
     write_result("consistency", {**run_consistency_bench(get_settings(), events, rate, seconds), **stack})
 
 
+@bench.command()
+@click.option("--events", type=int, default=1_000_000, show_default=True, help="Events loaded before measuring.")
+@click.option("--requests", type=int, default=1000, show_default=True, help="Requests per route.")
+@WARMUP_OPTION
+def api(events: int, requests: int, warmup: bool) -> None:
+    """Query API latency per route, the dashboard's first paint and the live stream's delay, over N events."""
+    from bench.api import run_api_bench
+
+    stack = _ensure_stack(warmup)
+    write_result("api", {**run_api_bench(get_settings(), events, requests), **stack})
+
+
 @bench.command(name="all")
 @click.pass_context
 def run_all(ctx: click.Context) -> None:
@@ -125,3 +137,4 @@ def run_all(ctx: click.Context) -> None:
     ctx.invoke(pipeline)
     ctx.invoke(recovery)
     ctx.invoke(consistency)
+    ctx.invoke(api)

@@ -73,6 +73,9 @@
     const live = $("live-state");
     if (!live) return; // the login page
     const source = new EventSource("/v1/stream");
+    // Close the stream as the page goes: a browser keeps ~6 connections per host, and streams of pages
+    // left behind (or kept in the back/forward cache) would hold them until the server notices.
+    window.addEventListener("pagehide", () => source.close());
     const record = (type, data) => received.push({ type, data, at: Date.now() });
     source.onopen = () => { live.textContent = "live"; live.dataset.ok = "yes"; };
     source.onerror = () => { live.textContent = "reconnecting…"; live.dataset.ok = "no"; };
