@@ -31,6 +31,7 @@ import httpx
 import redis
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.cli import RESULTS
 from bench.machine import describe_machine
 from bench.pipeline import GUARDIAN, _percentile
 from bench.recovery import Fleet, _lag
@@ -126,6 +127,7 @@ def _browser(url: str, token: str, settings: Settings, spool: Path) -> dict:
                 paints[page].append(first_contentful_paint(driver))
                 responses[page].append(driver.execute_script(
                     "return performance.getEntriesByType('navigation')[0].responseEnd"))  # fmt: skip
+        _screenshots(driver, url)
         driver.get(url + "/")
         wait_js(driver, "return document.getElementById('live-state').dataset.ok === 'yes'", 30, "the live stream")
         symbol = "SSE-BENCH"
@@ -152,6 +154,20 @@ def _browser(url: str, token: str, settings: Settings, spool: Path) -> dict:
             "transitions": len(delays),
         },
     }
+
+
+def _screenshots(driver, url: str) -> None:
+    """The overview and a symbol's page as docs/img shows them (bench/results/dashboard-*.png)."""
+    from tests.integration.browser import wait_js
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    driver.get(url + "/")
+    wait_js(driver, "return document.getElementById('m-workers').textContent !== '–'", 30, "the first numbers")
+    driver.save_screenshot(str(RESULTS / "dashboard-overview.png"))
+    driver.get(f"{url}/symbols/{SYMBOLS[3]}")
+    wait_js(driver, "return document.querySelector('#chart canvas') !== null", 30, "the chart")
+    wait_js(driver, "return document.querySelectorAll('table.events-timeline tbody tr').length > 5", 30, "the events")
+    driver.save_screenshot(str(RESULTS / "dashboard-symbol.png"))
 
 
 def run_api_bench(settings: Settings, events: int, requests: int = REQUESTS) -> dict:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -74,14 +76,30 @@ def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         return subprocess.Popen([guardian, "worker"], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
+def start_api(settings: Settings) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """The query API and dashboard for this demo, with a one-off admin token (only this process knows it);
+    None when something already listens on the API's port."""
+    with socket.socket() as probe:
+        if probe.connect_ex((settings.api_host, settings.api_port)) == 0:
+            return None, ""
+    token = secrets.token_urlsafe(24)
+    log_path = settings.stack_dir / "logs" / "demo-api.log"
+    guardian = str(Path(sys.executable).with_name("guardian"))
+    with open(log_path, "ab") as log:
+        api = subprocess.Popen([guardian, "api"], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "GUARDIAN_API_TOKEN": token})  # fmt: skip
+    return api, token
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
         try:
-            worker.wait(timeout=30)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            process.kill()
+            process.wait()
 
 
 @click.command()
@@ -98,6 +116,12 @@ def demo(seconds: float, rate: int, drain_timeout: float) -> None:
     started_services = [name for name, pid in stack.pids().items() if pid is None]
     stack.up(report=lambda line: click.echo(f"stack: {line}"))
     worker = start_worker(settings)
+    api, token = start_api(settings)
+    where = f"http://{settings.api_host}:{settings.api_port}/"
+    if api is None:
+        click.echo(f"demo: something already serves {where}; the dashboard there is not this demo's")
+    else:
+        click.echo(f"demo: dashboard at {where} — log in with this run's token {token}")
     producer_id = f"demo-{uuid.uuid4().hex[:8]}"
     simulator = TradingHostSimulator()
     interrupted = False
@@ -155,7 +179,9 @@ def demo(seconds: float, rate: int, drain_timeout: float) -> None:
             time.sleep(0.5)
             stored = asyncio.run(stored_rows(settings.postgres_dsn, producer_id))
     finally:
-        stop_worker(worker)
+        stop_process(worker)
+        if api is not None:
+            stop_process(api)
         for name in started_services:  # only what this demo started; a stack that was up stays up
             stack.down(report=lambda line: click.echo(f"stack: {line}"), only=name)
     click.echo(f"demo: emitted={emitted} stored={stored} lost={emitted - stored}")
