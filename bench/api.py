@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -28,18 +27,16 @@ from pathlib import Path
 
 import click
 import httpx
-import redis
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from bench.cli import RESULTS
 from bench.machine import describe_machine
 from bench.pipeline import GUARDIAN, _percentile
 from bench.recovery import Fleet, _lag
+from bench.stores import isolated
 from guardian.kafka_config import client_config
 from guardian.producers import GuardianProducer
-from guardian.schemas.checkpoint import TOPIC_CONFIG
 from guardian.settings import Settings
-from guardian.sinks.databases import create_database, drop_database, in_database
 from guardian.stack.process import free_port, wait_until
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
@@ -172,61 +169,41 @@ def _screenshots(driver, url: str) -> None:
 
 def run_api_bench(settings: Settings, events: int, requests: int = REQUESTS) -> dict:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
-    suffix = uuid.uuid4().hex[:8]
-    topics = {k: f"bench.api.{k}.{suffix}" for k in ("events", "alerts", "ckpt")}
-    admin = AdminClient(client_config(settings))
-    created = [NewTopic(topics["events"], settings.events_partitions, 1), NewTopic(topics["alerts"], 3, 1),
-               NewTopic(topics["ckpt"], 1, 1, config=TOPIC_CONFIG)]  # fmt: skip
-    for future in admin.create_topics(created).values():
-        future.result(timeout=30)
-    name = f"guardian_bench_api_{suffix}"
-    asyncio.run(create_database(settings.postgres_admin_dsn, name))
-    database = int(os.environ.get("GUARDIAN_BENCH_REDIS_DB", "5"))
-    bench = settings.model_copy(update={
-        "events_topic": topics["events"], "alerts_topic": topics["alerts"], "checkpoints_topic": topics["ckpt"],
-        "redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{database}",
-        "postgres_dsn": in_database(settings.postgres_admin_dsn, name),
-        "postgres_admin_dsn": in_database(settings.postgres_admin_dsn, name),
-    })  # fmt: skip
-    redis.Redis.from_url(bench.redis_url).flushdb()
     result: dict = {"machine": describe_machine(), "events": events, "symbols": len(SYMBOLS),
                     "requests_per_route": requests}  # fmt: skip
     token = "bench-" + uuid.uuid4().hex
     api: subprocess.Popen[bytes] | None = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp)
-            fleet = Fleet(bench, workdir, "30")
-            fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": "0", "GUARDIAN_POSTGRES_DSN": bench.postgres_dsn,
-                              "GUARDIAN_POSTGRES_ADMIN_DSN": bench.postgres_admin_dsn})  # fmt: skip
-            fleet.start()
-            try:
-                click.echo(f"API benchmark: {events:,} events of {len(SYMBOLS)} symbols through one worker")
-                began = time.perf_counter()
-                loader = threading.Thread(target=_load, args=(bench, events, workdir / "spool"))
-                loader.start()
-                loader.join()
-                wait_until(lambda: _lag(bench, fleet.group) == 0, timeout=1800)
-                result["load_events_per_s"] = round(events / (time.perf_counter() - began))
-                port = free_port()
-                env = {**fleet.env, "GUARDIAN_API_PORT": str(port), "GUARDIAN_API_TOKEN": token}
-                api = subprocess.Popen([GUARDIAN, "api"], env=env, stdout=open(workdir / "api.log", "wb"),  # noqa: SIM115
-                                       stderr=subprocess.STDOUT)  # fmt: skip
-                url = f"http://127.0.0.1:{port}"
-                wait_until(lambda: _up(url), timeout=60)
-                click.echo(f"  loaded at {result['load_events_per_s']:,} events/s; {requests} requests per route:")
-                result["latency"] = _latencies(url, token, requests)
-                result.update(_browser(url, token, bench, workdir / "spool-sse"))
-                result["load_average"] = os.getloadavg()
-            finally:
-                if api is not None:
-                    api.terminate()
-                    api.wait(timeout=30)
-                fleet.stop()
-    finally:
-        redis.Redis.from_url(bench.redis_url).flushdb()
-        asyncio.run(drop_database(settings.postgres_admin_dsn, name))
-        admin.delete_topics([t for t in admin.list_topics(timeout=10).topics if suffix in t])
+    with isolated(settings, "api") as bench, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        fleet = Fleet(bench, workdir, "30")
+        fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": "0", "GUARDIAN_POSTGRES_DSN": bench.postgres_dsn,
+                          "GUARDIAN_POSTGRES_ADMIN_DSN": bench.postgres_admin_dsn})  # fmt: skip
+        fleet.start()
+        try:
+            click.echo(f"API benchmark: {events:,} events of {len(SYMBOLS)} symbols through one worker")
+            began = time.perf_counter()
+            loader = threading.Thread(target=_load, args=(bench, events, workdir / "spool"))
+            loader.start()
+            loader.join()
+            wait_until(lambda: _lag(bench, fleet.group) == 0, timeout=1800)
+            result["load_events_per_s"] = round(events / (time.perf_counter() - began))
+            port = free_port()
+            env = {**fleet.env, "GUARDIAN_API_PORT": str(port), "GUARDIAN_API_TOKEN": token}
+            api = subprocess.Popen([GUARDIAN, "api"], env=env, stdout=open(workdir / "api.log", "wb"),  # noqa: SIM115
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _up(url), timeout=60)
+            click.echo(f"  loaded at {result['load_events_per_s']:,} events/s; {requests} requests per route:")
+            result["latency"] = _latencies(url, token, requests)
+            result.update(_browser(url, token, bench, workdir / "spool-sse"))
+            result["load_average"] = os.getloadavg()
+        finally:
+            if api is not None:
+                api.terminate()
+                api.wait(timeout=30)
+            fleet.stop()
+            admin = AdminClient(client_config(settings))  # the fleet's own state topics
+            admin.delete_topics([t for t in admin.list_topics(timeout=10).topics if t.startswith(fleet.group)])
     paint = result["first_contentful_paint_ms"]
     sse = result["sse_breaker_delay_ms"]
     click.echo(f"first contentful paint: overview {paint['overview']['min']:.0f}–{paint['overview']['max']:.0f} ms,"

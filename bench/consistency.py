@@ -30,18 +30,16 @@ from pathlib import Path
 
 import asyncpg
 import click
-import redis
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from bench.machine import describe_machine
 from bench.pipeline import GUARDIAN, _latency, _throughput
 from bench.recovery import Fleet, _emit, _lag
+from bench.stores import isolated
 from guardian.kafka_config import client_config
 from guardian.kafka_ranges import consume_ranges
-from guardian.schemas.checkpoint import TOPIC_CONFIG
 from guardian.settings import Settings
-from guardian.sinks.databases import create_database, drop_database, in_database
 from guardian.stack.process import wait_until
 from guardian.stream_processors.consistency.window import take_window
 
@@ -156,35 +154,18 @@ def _verifier_cost(settings: Settings, workdir: Path) -> dict:
 
 def run_consistency_bench(settings: Settings, events: int, rate: int, seconds: float) -> dict:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /metrics scrape otherwise
-    suffix = uuid.uuid4().hex[:8]
-    topic, alerts_topic, checkpoints_topic = (f"bench.consistency.{k}.{suffix}" for k in ("events", "alerts", "ckpt"))
-    admin = AdminClient(client_config(settings))
-    created = [NewTopic(topic, settings.events_partitions, 1), NewTopic(alerts_topic, 3, 1),
-               NewTopic(checkpoints_topic, 1, 1, config=TOPIC_CONFIG)]  # fmt: skip
-    for future in admin.create_topics(created).values():
-        future.result(timeout=30)
-    name = f"guardian_bench_{suffix}"
-    admin_dsn = settings.postgres_admin_dsn
-    asyncio.run(create_database(admin_dsn, name))
-    database = int(os.environ.get("GUARDIAN_BENCH_REDIS_DB", "5"))
-    bench = settings.model_copy(update={
-        "events_topic": topic, "alerts_topic": alerts_topic, "checkpoints_topic": checkpoints_topic,
-        "redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{database}",
-        "postgres_dsn": in_database(settings.postgres_dsn, name), "postgres_admin_dsn": in_database(admin_dsn, name),
-    })  # fmt: skip
-    redis.Redis.from_url(bench.redis_url).flushdb()
     result: dict = {"machine": describe_machine(), "events": events}
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with isolated(settings, "consistency") as bench, tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             fleet = Fleet(bench, workdir, "30")
             fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": "0", "GUARDIAN_POSTGRES_DSN": bench.postgres_dsn,
                               "GUARDIAN_POSTGRES_ADMIN_DSN": bench.postgres_admin_dsn})  # fmt: skip
             fleet.start()
             try:
-                click.echo(f"consistency benchmark: {events:,} events through one worker (database {name})")
+                click.echo(f"consistency benchmark: {events:,} events through one worker")
                 began = time.perf_counter()
-                _emit(bench, f"bench-load-{suffix}", events, workdir / "spool-load")
+                _emit(bench, f"bench-load-{uuid.uuid4().hex[:8]}", events, workdir / "spool-load")
                 wait_until(lambda: _lag(bench, fleet.group) == 0, timeout=1800)
                 result["load_events_per_s"] = round(events / (time.perf_counter() - began))
                 click.echo(f"  loaded at {result['load_events_per_s']:,} events/s")
@@ -194,10 +175,8 @@ def run_consistency_bench(settings: Settings, events: int, rate: int, seconds: f
                 fleet.stop()
             result.update(_verifier_cost(bench, workdir))
     finally:
-        redis.Redis.from_url(bench.redis_url).flushdb()
-        asyncio.run(drop_database(admin_dsn, name))
-        admin.delete_topics([t for t in admin.list_topics(timeout=10).topics
-                             if suffix in t or t.startswith("bench-recovery-")])  # fmt: skip
+        admin = AdminClient(client_config(settings))  # the fleets' own state topics
+        admin.delete_topics([t for t in admin.list_topics(timeout=10).topics if t.startswith("bench-recovery-")])
     click.echo(f"{'metric':<46}{'value':>24}")
     for key, value in result.items():
         if key != "machine":

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from guardian.api import tokens
 from guardian.api.auth import Admin
-from guardian.api.tokens import Role, TokenError
+from guardian.api.tokens import Role, TokenError, TokenInfo
 
 router = APIRouter(tags=["tokens"])
-
-
-class TokenOut(BaseModel):
-    id: str
-    name: str
-    role: str
-    created_at: datetime
-    created_by: str
-    revoked_at: datetime | None
-    revoked_by: str | None
 
 
 class NewToken(BaseModel):
@@ -35,9 +23,9 @@ class CreatedToken(BaseModel):
     token: str = Field(description="Shown once; only a salted hash of it is stored.")
 
 
-@router.get("/v1/tokens", response_model=list[TokenOut])
-async def list_tokens(request: Request, _: Admin) -> list[TokenOut]:
-    return [TokenOut(**vars(t)) for t in await tokens.listing(request.app.state.pool)]
+@router.get("/v1/tokens", response_model=list[TokenInfo])
+async def list_tokens(request: Request, _: Admin) -> list[TokenInfo]:
+    return [t for t in await tokens.listing(request.app.state.pool)]
 
 
 @router.post("/v1/tokens", response_model=CreatedToken, status_code=201)
@@ -49,11 +37,11 @@ async def create_token(request: Request, body: NewToken, admin: Admin) -> Create
     return CreatedToken(name=body.name, role=body.role, token=secret)
 
 
-@router.delete("/v1/tokens/{name_or_id}", response_model=TokenOut)
-async def revoke_token(request: Request, name_or_id: str, admin: Admin) -> TokenOut:
+@router.delete("/v1/tokens/{name_or_id}", response_model=TokenInfo)
+async def revoke_token(request: Request, name_or_id: str, admin: Admin) -> TokenInfo:
     try:
         info = await tokens.revoke(request.app.state.pool, name_or_id, revoked_by=admin.actor)
     except TokenError as exc:
         raise HTTPException(404 if "no token" in str(exc) else 409, str(exc)) from None
     request.app.state.auth.forget()
-    return TokenOut(**vars(info))
+    return info
