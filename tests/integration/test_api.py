@@ -312,8 +312,8 @@ async def _alert_story(dsn: str, symbol: str, t0: datetime) -> str:
                 "INSERT INTO guardian_notifications (notification_key, fingerprint, symbol, rule, status, channel,"
                 " receiver, attempt, outcome, http_status, latency_s, at) VALUES ($1, $2, $3, 'circuit-breaker-open',"
                 " 'FIRING', 'webhook', 'http://pager:9000', $4, $5, $6, 0.05, $7)",
-                f"{fingerprint}-{seconds // 10}", fingerprint, symbol, attempt, outcome, 500 if outcome == "retried" else 200,
-                t0 + timedelta(seconds=seconds),
+                f"{fingerprint}-{seconds // 10}", fingerprint, symbol, attempt, outcome,
+                500 if outcome == "retried" else 200, t0 + timedelta(seconds=seconds),
             )  # fmt: skip
     finally:
         await conn.close()
