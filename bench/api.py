@@ -51,12 +51,12 @@ def _load(settings: Settings, events: int, spool: Path) -> None:
     states = ["CLOSED", "OPEN", "HALF_OPEN"]
     with GuardianProducer(settings, producer_id=f"bench-api-{uuid.uuid4().hex[:6]}", spool_dir=spool) as producer:
         for n in range(events):
-            symbol = SYMBOLS[n % len(SYMBOLS)]
-            kind = n % 50
-            if kind == 0:
-                producer.circuit_breaker(symbol, states[(n // 50) % 3], states[(n // 50 + 1) % 3], reason="bench",
-                                         trip_count=n // 50)  # fmt: skip
-            elif kind % 3 == 0:
+            symbol, turn = SYMBOLS[n % len(SYMBOLS)], n // len(SYMBOLS)
+            if turn % 50 == 0:  # every symbol's breaker moves now and then, each on its own cycle
+                cycle = turn // 50 + n % 7
+                producer.circuit_breaker(symbol, states[cycle % 3], states[(cycle + 1) % 3], reason="bench",
+                                         trip_count=cycle)  # fmt: skip
+            elif turn % 3 == 0:
                 producer.drift(symbol, metric=f"m{n % 4}", expected=1.0, observed=1.1, drift_score=(n % 97) / 10)
             else:
                 latency = 100 + n % 900
@@ -124,7 +124,7 @@ def _browser(url: str, token: str, settings: Settings, spool: Path) -> dict:
                 paints[page].append(first_contentful_paint(driver))
                 responses[page].append(driver.execute_script(
                     "return performance.getEntriesByType('navigation')[0].responseEnd"))  # fmt: skip
-        _screenshots(driver, url)
+        _screenshots(driver, url, settings, spool.with_name("spool-steady"))
         driver.get(url + "/")
         wait_js(driver, "return document.getElementById('live-state').dataset.ok === 'yes'", 30, "the live stream")
         symbol = "SSE-BENCH"
@@ -153,14 +153,33 @@ def _browser(url: str, token: str, settings: Settings, spool: Path) -> dict:
     }
 
 
-def _screenshots(driver, url: str) -> None:
+def _steady(settings: Settings, stop: threading.Event, spool: Path, rate: int = 2000) -> None:
+    """Traffic while the screenshots are taken, so the tiles show a fleet at work."""
+    with GuardianProducer(settings, producer_id=f"bench-steady-{uuid.uuid4().hex[:6]}", spool_dir=spool) as producer:
+        n = 0
+        while not stop.is_set():
+            for _ in range(rate // 10):
+                n += 1
+                producer.latency_spike(SYMBOLS[n % len(SYMBOLS)], observed_latency_us=200 + n % 700, threshold_us=5000,
+                                       p50_us=100, p99_us=600, p999_us=1500)  # fmt: skip
+            stop.wait(0.1)
+
+
+def _screenshots(driver, url: str, settings: Settings, spool: Path) -> None:
     """The overview and a symbol's page as docs/img shows them (bench/results/dashboard-*.png)."""
     from tests.integration.browser import wait_js
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    driver.get(url + "/")
-    wait_js(driver, "return document.getElementById('m-workers').textContent !== '–'", 30, "the first numbers")
-    driver.save_screenshot(str(RESULTS / "dashboard-overview.png"))
+    stop = threading.Event()
+    traffic = threading.Thread(target=_steady, args=(settings, stop, spool))
+    traffic.start()
+    try:
+        driver.get(url + "/")
+        wait_js(driver, "return document.getElementById('m-p99').textContent !== '–'", 60, "the live numbers")
+        driver.save_screenshot(str(RESULTS / "dashboard-overview.png"))
+    finally:
+        stop.set()
+        traffic.join()
     driver.get(f"{url}/symbols/{SYMBOLS[3]}")
     wait_js(driver, "return document.querySelector('#chart canvas') !== null", 30, "the chart")
     wait_js(driver, "return document.querySelectorAll('table.events-timeline tbody tr').length > 5", 30, "the events")

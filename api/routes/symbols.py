@@ -137,8 +137,9 @@ async def timeline(
 
 
 class Series(BaseModel):
-    """Per minute: seconds since the epoch, then each metric (null where the minute had none)."""
+    """Per bin: its start in seconds since the epoch, then each metric (null where the bin had none)."""
 
+    bin_s: int = Field(description="Width of a bin: a minute, or less when the history is younger than 4 h.")
     t: list[int]
     latency_us: list[float | None]
     p99_us: list[float | None]
@@ -146,19 +147,26 @@ class Series(BaseModel):
 
 
 SERIES = f"""
-SELECT extract(epoch FROM date_bin('1 minute', event_time, TIMESTAMPTZ 'epoch'))::bigint AS t,
+SELECT extract(epoch FROM date_bin(make_interval(secs => $3), event_time, TIMESTAMPTZ 'epoch'))::bigint AS t,
        max((payload->>'observed_latency_us')::float8) FILTER (WHERE detector = '{Detector.LATENCY_SPIKE}') AS latency,
        max((payload->>'p99_us')::float8) FILTER (WHERE detector = '{Detector.LATENCY_SPIKE}') AS p99,
        max((payload->>'drift_score')::float8) FILTER (WHERE detector = '{Detector.DRIFT}') AS drift
 FROM guardian_events WHERE symbol = $1 AND event_time > $2 GROUP BY 1 ORDER BY 1
 """
+BINS = 240  # about one per 4 px of a chart
 
 
 @router.get("/v1/symbols/{symbol}/series", response_model=Series)
 async def series(request: Request, symbol: str, _: Viewer, since: datetime | None = None) -> Series:
-    """Latency (max observed and p99 reported per minute) and the highest drift score per minute, over the
-    24 h before now by default: what the symbol page charts."""
+    """The highest observed latency, the reported p99 and the highest drift score per bin, over the 24 h
+    before now by default: what the symbol page charts. Bins are a minute wide, narrower (down to a
+    second) when the symbol's history in the window is younger, so a new symbol still draws a line."""
+    pool = request.app.state.pool
     start = since or datetime.now(UTC) - WINDOW
-    rows = await request.app.state.pool.fetch(SERIES, symbol, start)
-    return Series(t=[r["t"] for r in rows], latency_us=[r["latency"] for r in rows], p99_us=[r["p99"] for r in rows],
-                  drift_score=[r["drift"] for r in rows])  # fmt: skip
+    first = await pool.fetchval("SELECT min(event_time) FROM guardian_events WHERE symbol = $1 AND event_time > $2",
+                                symbol, start)  # fmt: skip
+    span_s = (datetime.now(UTC) - first).total_seconds() if first else 0
+    bin_s = int(max(1, min(60, span_s // BINS)))
+    rows = await pool.fetch(SERIES, symbol, start, bin_s)
+    return Series(bin_s=bin_s, t=[r["t"] for r in rows], latency_us=[r["latency"] for r in rows],
+                  p99_us=[r["p99"] for r in rows], drift_score=[r["drift"] for r in rows])  # fmt: skip

@@ -107,8 +107,12 @@
     const el = $("chart");
     if (!el || !window.uPlot) return;
     const series = await (await fetch(el.dataset.series)).json();
+    // The last 24 h, or less when the history is younger: the chart starts where the data does.
+    const now = Date.now() / 1000;
+    const start = Math.max(now - 86400, (series.t[0] ?? now) - 60);
     const opts = {
       width: el.clientWidth || 900, height: 260,
+      scales: { x: { time: true, range: () => [start, now] } },
       series: [{}, { label: "latency µs (max)", stroke: "#d9480f" }, { label: "p99 µs", stroke: "#1c7ed6" },
         { label: "drift score", stroke: "#2f9e44", scale: "drift" }],
       axes: [{}, { label: "µs" }, { side: 1, scale: "drift", label: "drift", grid: { show: false } }],
