@@ -13,7 +13,7 @@ from guardian.api.auth import Viewer
 from guardian.api.models import Breaker, Event, from_micros
 
 router = APIRouter(tags=["hot view"])
-LATEST, BREAKER, RECENT = "guardian:latest:", "guardian:breaker:", "guardian:recent:"
+LATEST, BREAKER, RECENT, DRIFT = "guardian:latest:", "guardian:breaker:", "guardian:recent:", "guardian:drift:"
 
 
 def glob_literal(text: str) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from guardian.api import pages
 from guardian.api.auth import Viewer
 from guardian.api.models import Breaker, Event
+from guardian.api.routes import hot
 from guardian.api.routes.events import COLUMNS
 from guardian.schemas.events import Detector
 
@@ -27,15 +28,24 @@ SELECT e.* FROM unnest($3::text[]) AS d(detector) CROSS JOIN LATERAL (
     WHERE symbol = $1 AND detector = d.detector AND event_time <= $2 AND ingested_at <= $2
     ORDER BY event_time DESC, sequence DESC LIMIT 1) e
 """
+# The newest drift event per metric, one index probe each; the metrics are those the hot view knows
+# for the symbol (its `guardian:drift:{symbol}` hash), else those of the symbol's drift rows in the 24 h.
 AS_OF_DRIFT = f"""
-SELECT DISTINCT ON (payload->>'metric') {COLUMNS} FROM guardian_events
-WHERE symbol = $1 AND detector = '{Detector.DRIFT}' AND ingested_at <= $2
-  AND event_time <= $2 AND event_time > $2::timestamptz - interval '24 hours'
-ORDER BY payload->>'metric', event_time DESC, sequence DESC
+SELECT e.* FROM unnest($3::text[]) AS m(metric) CROSS JOIN LATERAL (
+    SELECT {COLUMNS} FROM guardian_events
+    WHERE symbol = $1 AND detector = '{Detector.DRIFT}' AND payload->>'metric' = m.metric
+      AND event_time <= $2 AND ingested_at <= $2
+    ORDER BY event_time DESC, sequence DESC LIMIT 1) e
 """
+DRIFT_METRICS = f"""
+SELECT DISTINCT payload->>'metric' FROM guardian_events
+WHERE symbol = $1 AND detector = '{Detector.DRIFT}'
+  AND event_time <= $2 AND event_time > $2::timestamptz - interval '24 hours'
+"""
+# By event time (an index-only count); `latest` and `drift` above also leave out rows stored after `at`.
 WINDOW_COUNT = (
     "SELECT count(*) FROM guardian_events WHERE symbol = $1 AND event_time > $2::timestamptz - $3::interval"
-    " AND event_time <= $2 AND ingested_at <= $2"
+    " AND event_time <= $2"
 )
 
 
@@ -45,16 +55,19 @@ class AsOf(BaseModel):
     latest: dict[str, Event] = Field(description="Newest event per detector the hot view could show then.")
     breaker: Breaker | None
     drift: dict[str, Event] = Field(description="Newest drift event per metric within the 24 h before `at`.")
-    events_24h: int = Field(description="Events of the symbol in the 24 h up to `at`.")
+    events_24h: int = Field(description="Events of the symbol whose event time is in the 24 h up to `at`.")
 
 
 @router.get("/v1/symbols/{symbol}/as-of", response_model=AsOf)
 async def as_of(request: Request, symbol: str, at: datetime, _: Viewer) -> AsOf:
     """What the hot view showed for `symbol` at time `at`, rebuilt from the stored history."""
     pool = request.app.state.pool
+    metrics = [m.decode() for m in await request.app.state.redis.hkeys(f"{hot.DRIFT}{symbol}")]
     async with pool.acquire() as conn:
         latest = [Event.from_row(r) for r in await conn.fetch(AS_OF_LATEST, symbol, at, [d.value for d in Detector])]
-        drift = [Event.from_row(r) for r in await conn.fetch(AS_OF_DRIFT, symbol, at)]
+        if not metrics:
+            metrics = [r[0] for r in await conn.fetch(DRIFT_METRICS, symbol, at)]
+        drift = [Event.from_row(r) for r in await conn.fetch(AS_OF_DRIFT, symbol, at, metrics)]
         count = await conn.fetchval(WINDOW_COUNT, symbol, at, WINDOW)
     breaker_event = next((e for e in latest if e.detector == Detector.CIRCUIT_BREAKER), None)
     breaker = None
