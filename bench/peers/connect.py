@@ -14,6 +14,7 @@ JSON, into a table shaped like guardian_events: the same columns, primary key an
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -209,6 +210,8 @@ def start(settings: Settings, libs: Path, plugins: Path, topic: str, table: str,
     log = open(workdir / "connect.log", "wb")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
         [java_binary(), "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+         # e.g. -XX:StartFlightRecording=filename=connect.jfr to see where the connector's time goes
+         *os.environ.get("GUARDIAN_BENCH_CONNECT_JAVA_OPTS", "").split(),
          f"-Dlog4j2.configurationFile={workdir / 'connect-log4j2.properties'}",
          "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectStandalone", str(worker), str(sink)],
         stdout=log, stderr=subprocess.STDOUT,

@@ -38,7 +38,7 @@ def quix_python(settings: Settings) -> Path:
 
 def quix_version(python: Path) -> dict:
     out = subprocess.run(
-        [str(python), "-c", "import quixstreams, confluent_kafka as c; print(quixstreams.__version__, c.version()[0],"
+        [str(python), "-c", "import quixstreams, confluent_kafka as c; print(quixstreams.__version__, c.__version__,"
          " c.libversion()[0])"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip

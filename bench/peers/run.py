@@ -182,6 +182,9 @@ def _measure(
         "startup_s": round(began - spawned, 2),
         "cpu_s_per_10k": round((cpu1 - cpu0) / max(unique, 1) * 10_000, 3),
         "cpu_cores": round((cpu1 - cpu0) / elapsed, 2),
+        # What one core of the peer's own CPU time buys: the figure least moved by a busy host, where
+        # events/s falls with the CPU the peer gets.
+        "events_per_cpu_s": round(unique / max(cpu1 - cpu0, 1e-9)),
         "stores_cpu_s_per_10k": round((stores1 - stores0) / max(unique, 1) * 10_000, 3),
         **verdict(events, rows, unique),
         "loadavg_before": [round(x, 2) for x in load],
@@ -255,12 +258,17 @@ def _latency_run(settings: Settings, admin: AdminClient, peer: str, rate: int, s
         if not _group_assigned(admin, group, process, timeout=180):
             raise click.ClickException(f"{peer}: no partitions for the latency run; see the logs in {workdir}")
         _settle_stores(settings)
+        load = [round(x, 2) for x in os.getloadavg()]
         latency = _latency(settings, topic, alerts, rate, seconds, workdir)
+        latency["latency_loadavg_before"] = load
+        # Fewer samples than this: the peer had not stored the last events 30 s after the run (it fell behind).
+        latency["emit_to_redis_samples_expected"] = int(rate * seconds) // 25
     finally:
         _stop(process)
     keep = ("producer_id", "emit_to_redis_p50_ms", "emit_to_redis_p99_ms", "emit_to_redis_samples",
             "emit_to_redis_p99_ms_per_5s", "emit_to_alert_p99_ms", "alerts_missing",
-            "latency_run_unflushed")  # fmt: skip
+            "latency_run_unflushed", "latency_loadavg_before",
+            "emit_to_redis_samples_expected")  # fmt: skip
     return {key: latency[key] for key in keep if key in latency}
 
 
@@ -307,7 +315,11 @@ def _summary(runs: list[dict]) -> dict:
             "events_per_s": _range([r["events_per_s"] for r in rows]),
             "events_per_s_median": statistics.median(r["events_per_s"] for r in rows),
             "cpu_s_per_10k": _range([r.get("cpu_s_per_10k") for r in rows]),
-            "emit_to_redis_p99_ms": _range([r.get("emit_to_redis_p99_ms") for r in rows]),
+            "events_per_cpu_s": _range([r.get("events_per_cpu_s") for r in rows]),
+            "stores_cpu_s_per_10k": _range([r.get("stores_cpu_s_per_10k") for r in rows]),
+            "emit_to_redis_p99_ms": _range(
+                [round(r["emit_to_redis_p99_ms"]) for r in rows if "emit_to_redis_p99_ms" in r]
+            ),
             "all_correct": all(r.get("correct", True) for r in rows),
         }
     for peer in ("quix", "connect", "ceiling"):
@@ -329,12 +341,13 @@ def _print_table(summary: dict, runs: int) -> None:
         return f"{low:g}{unit}" if low == high else f"{low:g}–{high:g}{unit}"
 
     click.echo(f"\npeers, {runs} run(s): ranges over the runs")
-    header = f"{'peer':<9}{'events/s':>16}{'CPU s/10k':>14}{'Redis p99 ms':>15}{'rows ok':>9}"
+    header = f"{'peer':<9}{'events/s':>14}{'CPU s/10k':>14}{'events/CPU s':>15}{'Redis p99 ms':>18}{'rows ok':>9}"
     click.echo(header + f"{'ours ÷ peer ev/s':>19}{'peer ÷ ours CPU':>18}")
     for peer, row in summary.items():
         click.echo(
-            f"{peer:<9}{fmt(row['events_per_s']):>16}{fmt(row['cpu_s_per_10k']):>14}"
-            f"{fmt(row['emit_to_redis_p99_ms']):>15}{'yes' if row['all_correct'] else 'NO':>9}"
+            f"{peer:<9}{fmt(row['events_per_s']):>14}{fmt(row['cpu_s_per_10k']):>14}"
+            f"{fmt(row['events_per_cpu_s']):>15}{fmt(row['emit_to_redis_p99_ms']):>18}"
+            f"{'yes' if row['all_correct'] else 'NO':>9}"
             f"{fmt(row.get('ours_events_per_s_ratio'), '×'):>19}{fmt(row.get('peer_cpu_to_ours_ratio'), '×'):>18}"
         )
 
