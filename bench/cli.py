@@ -1,4 +1,4 @@
-"""`guardian bench producer | pipeline | recovery | consistency | api | all`: a table each, JSON in bench/results/."""
+"""`guardian bench producer | pipeline | recovery | consistency | api | peers | all`: tables, JSON in results/."""
 
 from __future__ import annotations
 
@@ -127,6 +127,25 @@ def api(events: int, requests: int, warmup: bool) -> None:
 
     stack = _ensure_stack(warmup)
     write_result("api", {**run_api_bench(get_settings(), events, requests), **stack})
+
+
+PEERS = ("ours", "quix", "connect")
+
+
+@bench.command()
+@click.option("--events", type=int, default=100_000, show_default=True, help="Events each peer ingests.")
+@click.option("--rate", type=int, default=5000, show_default=True,
+              help="Events/s of the emit->Redis latency runs (ours, Quix); 0 skips them.")  # fmt: skip
+@click.option("--seconds", type=float, default=15.0, show_default=True, help="Measured seconds of each latency run.")
+@click.option("--repeat", type=int, default=2, show_default=True, help="Runs of every peer over the same topic.")
+@click.option("--peer", "peers", multiple=True, type=click.Choice(PEERS), help="Only these peers (default: all).")
+@WARMUP_OPTION
+def peers(events: int, rate: int, seconds: float, repeat: int, peers: tuple[str, ...], warmup: bool) -> None:
+    """Our worker against Quix Streams and Kafka Connect + Debezium's JDBC sink on the same events (bench/peers/)."""
+    from bench.peers.run import run_peers_bench
+
+    stack = _ensure_stack(warmup)
+    write_result("peers", {**run_peers_bench(get_settings(), events, rate, seconds, repeat, peers or PEERS), **stack})
 
 
 @bench.command(name="all")

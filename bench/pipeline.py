@@ -207,7 +207,10 @@ class _AlertWatcher:
         self._consumer.close()
 
 
-def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, seconds: float, workdir: Path) -> dict:
+def _latency(
+    settings: Settings, topic: str, alerts_topic: str | None, rate: int, seconds: float, workdir: Path
+) -> dict:
+    """emit -> Redis (and, with `alerts_topic`, emit of a breaker OPEN -> its alert) at `rate` events/s."""
     producer_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
     client = redis.Redis.from_url(settings.redis_url)
     pending: dict[str, deque[tuple[int, float]]] = defaultdict(deque)  # key -> [(sequence, emitted at)]
@@ -254,7 +257,7 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
         for _ in range(WARMUP_EVENTS):
             p.drift(f"{SYMBOL_PREFIX}WARMUP", metric="m", expected=1.0, observed=1.0, drift_score=0.0)
         p.flush(30)
-        watcher = _AlertWatcher(settings, alerts_topic)
+        watcher = _AlertWatcher(settings, alerts_topic) if alerts_topic else None
         opened: dict[str, float] = {}  # symbol -> when its breaker OPEN was emitted
         lead_in = int(rate * LEAD_IN_S)
 
@@ -292,20 +295,25 @@ def _latency(settings: Settings, topic: str, alerts_topic: str, rate: int, secon
     finished_at = time.perf_counter()
     done.set()
     poller.join(timeout=60)
-    deadline = time.monotonic() + 30
-    # Each measured OPEN's own alert: a count would include the lead-in's alerts (seen by the same
-    # watcher) and end the wait before the last ones arrived, counting them as missing.
-    while any(symbol not in watcher.arrived for symbol in opened) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    watcher.close()
-    alert_ms = [(watcher.arrived[s] - t) * 1000 for s, t in opened.items() if s in watcher.arrived]
+    alerts = {}
+    if watcher is not None:
+        deadline = time.monotonic() + 30
+        # Each measured OPEN's own alert: a count would include the lead-in's alerts (seen by the same
+        # watcher) and end the wait before the last ones arrived, counting them as missing.
+        while any(symbol not in watcher.arrived for symbol in opened) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        watcher.close()
+        alert_ms = [(watcher.arrived[s] - t) * 1000 for s, t in opened.items() if s in watcher.arrived]
+        alerts = {
+            "emit_to_alert_p50_ms": _percentile(alert_ms, 0.50),
+            "emit_to_alert_p99_ms": _percentile(alert_ms, 0.99),
+            "emit_to_alert_samples": len(alert_ms),
+            "alerts_missing": len(opened) - len(alert_ms),
+            "alerts_missing_symbols": sorted(s for s in opened if s not in watcher.arrived)[:20],
+        }
     return {
         "producer_id": producer_id,
-        "emit_to_alert_p50_ms": _percentile(alert_ms, 0.50),
-        "emit_to_alert_p99_ms": _percentile(alert_ms, 0.99),
-        "emit_to_alert_samples": len(alert_ms),
-        "alerts_missing": len(opened) - len(alert_ms),
-        "alerts_missing_symbols": sorted(s for s in opened if s not in watcher.arrived)[:20],
+        **alerts,
         "latency_run_unflushed": unflushed,
         "latency_run_spooled": spooled,
         "rate_events_per_s": rate,
