@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from guardian.cpus import idle_priority_threads, parse_cpu_list, running_on, usable_cpus
-from guardian.producers import GuardianProducer
 from guardian.settings import Settings
 from tests.integration.helpers import wait_for
 
@@ -40,36 +40,48 @@ def test_running_on_restores_the_callers_cpus_and_names_cpus_that_do_not_exist()
     assert usable_cpus() == before
 
 
-def _thread_cpus() -> dict[int, tuple[str, frozenset[int]]]:
-    """Every thread of this process: thread id -> (name, the CPUs it may run on)."""
-    threads = {}
+# Run in a process of its own: in the full suite, other tests' Kafka clients (an API's lag probe finishing in
+# an executor thread, a fixture's producer) start librdkafka threads in pytest's process at any moment, and
+# they would look like this producer's.
+PLACEMENT_CHECK = """
+import json, os, sys
+from pathlib import Path
+from guardian.cpus import usable_cpus
+from guardian.producers import GuardianProducer
+from guardian.settings import Settings
+
+def thread_cpus():
+    out = {}
     for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
-            threads[int(task.name)] = (
-                (task / "comm").read_text().strip(),
-                frozenset(os.sched_getaffinity(int(task.name))),
-            )
-    return threads
+        try:
+            out[int(task.name)] = ((task / "comm").read_text().strip(), sorted(os.sched_getaffinity(int(task.name))))
+        except FileNotFoundError:
+            pass
+    return out
+
+caller = usable_cpus()
+io_cpus = frozenset({max(caller)})
+existing = set(thread_cpus())
+producer = GuardianProducer(Settings(), producer_id="cpus", spool_dir=sys.argv[1], bootstrap_servers="127.0.0.1:1",
+                            io_cpus=io_cpus)
+threads = thread_cpus()
+print(json.dumps({"io_cpus": sorted(io_cpus), "caller_before": sorted(caller), "caller_after": sorted(usable_cpus()),
+                  "producer_thread": threads[producer._thread.native_id][1],
+                  "librdkafka": [cpus for tid, (name, cpus) in threads.items()
+                                 if name.startswith("rdk:") and tid not in existing]}))
+producer.close(timeout=0)
+"""
 
 
 def test_the_producers_network_threads_run_on_the_io_cpus_and_the_caller_stays_put(tmp_path):
-    caller = usable_cpus()
-    io_cpus = frozenset({max(caller)})
-    existing = set(_thread_cpus())
-    producer = GuardianProducer(
-        Settings(), producer_id="cpus", spool_dir=tmp_path, bootstrap_servers="127.0.0.1:1", io_cpus=io_cpus
-    )
-    try:
-        threads = _thread_cpus()
-        librdkafka = {
-            tid: cpus for tid, (name, cpus) in threads.items() if name.startswith("rdk:") and tid not in existing
-        }
-        assert librdkafka, threads
-        assert all(cpus == io_cpus for cpus in librdkafka.values()), threads
-        assert threads[producer._thread.native_id][1] == io_cpus
-        assert usable_cpus() == caller
-    finally:
-        producer.close(timeout=0)
+    result = subprocess.run([sys.executable, "-c", PLACEMENT_CHECK, str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["librdkafka"], seen
+    assert all(cpus == seen["io_cpus"] for cpus in seen["librdkafka"]), seen
+    assert seen["producer_thread"] == seen["io_cpus"]
+    assert seen["caller_after"] == seen["caller_before"]
 
 
 def test_idle_priority_moves_only_the_named_threads_of_a_process():
