@@ -62,8 +62,8 @@ def thread_cpus():
 caller = usable_cpus()
 io_cpus = frozenset({max(caller)})
 existing = set(thread_cpus())
-producer = GuardianProducer(Settings(), producer_id="cpus", spool_dir=Path(sys.argv[1]), bootstrap_servers="127.0.0.1:1",
-                            io_cpus=io_cpus)
+producer = GuardianProducer(Settings(), producer_id="cpus", spool_dir=Path(sys.argv[1]),
+                            bootstrap_servers="127.0.0.1:1", io_cpus=io_cpus)
 threads = thread_cpus()
 print(json.dumps({"io_cpus": sorted(io_cpus), "caller_before": sorted(caller), "caller_after": sorted(usable_cpus()),
                   "producer_thread": threads[producer._thread.native_id][1],
