@@ -145,7 +145,7 @@ def soak(minutes: float, rate: int, workers: int, chart: Path, warmup: bool) -> 
 @bench.command(name="all")
 @click.pass_context
 def run_all(ctx: click.Context) -> None:
-    """Every benchmark in turn."""
+    """Every benchmark in turn (not the 30-minute soak: `guardian bench soak`)."""
     ctx.invoke(producer)
     ctx.invoke(pipeline)
     ctx.invoke(recovery)
