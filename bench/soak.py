@@ -19,8 +19,9 @@ every few minutes; does anything grow or slow down?
 - at the end: rows and distinct event ids in PostgreSQL against what was emitted (lost, duplicated),
   and the alert history's FIRING/RESOLVED rows per rule.
 
-Bars: each guardian process's RSS (producer, workers) grows < 10% from the sample at 5 minutes (20% of
-the run for short runs) to the last; p99 of the last window <= 1.5x the first; 0 lost, 0 duplicated.
+Bars: each guardian process's RSS (producer, workers) grows < 10% from the sample at 5 minutes (the
+middle of a run under 25 minutes) to the last; p99 of the last window <= 1.5x the first; 0 lost, 0
+duplicated; every periodic verification clean, and the final one.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def plan(minutes: float) -> dict:
         "window_s": 300.0 if seconds >= 15 * 60 else 60.0,
         "sample_s": 30.0 if seconds >= 10 * 60 else 10.0,
         "verify_every_s": 300.0 if seconds >= 15 * 60 else 40.0,
-        "rss_baseline_at_s": min(300.0, 0.2 * seconds),
+        # 5 minutes into a long run; the middle of a short one: in the 2-minute run the workers' RSS was
+        # still rising through its first minute (102 -> 122 MiB, then flat), so "after the first 20%"
+        # (24 s) measured their warm-up, not growth (+13% and +15% on 2026-11-30)
+        "rss_baseline_at_s": 300.0 if seconds >= 25 * 60 else 0.5 * seconds,
     }
 
 
@@ -323,18 +327,22 @@ async def _final_counts(dsn: str, producer_id: str) -> dict:
 
 
 def _growth(samples: list[dict], baseline_at_s: float) -> dict:
-    """Per guardian process: RSS at the baseline sample, at the last, the peak after the baseline, growth %."""
+    """Per guardian process: RSS at the baseline and at the end, each the median of 3 samples, the peak
+    after the baseline, growth %. Medians, because a worker's RSS follows its batches: in a 2-minute run
+    the last sample came with the backlog at ~9.5k events and read 122 MiB against 103-108 before it
+    (a batch's decoded events: a working set, not growth), which alone failed a ~100 MiB worker."""
     out = {}
     names = [n for n in samples[0]["processes"] if n == "producer" or n.startswith("worker")]
     base_index = next(i for i, s in enumerate(samples) if s["t_s"] >= baseline_at_s - 1)
     for name in names:
         series = [s["processes"][name]["rss_mib"] for s in samples if s["processes"].get(name)]
         after = [s["processes"][name]["rss_mib"] for s in samples[base_index:] if s["processes"].get(name)]
-        if len(after) < 2:
+        if len(after) < 4:
             out[name] = {"pass": False, "why": "the process was gone"}
             continue
-        growth = (after[-1] / after[0] - 1) * 100
-        out[name] = {"first_mib": series[0], "baseline_mib": after[0], "last_mib": after[-1], "peak_mib": max(after),
+        baseline, last = _percentile(after[:3], 0.5), _percentile(after[-3:], 0.5)
+        growth = (last / baseline - 1) * 100
+        out[name] = {"first_mib": series[0], "baseline_mib": baseline, "last_mib": last, "peak_mib": max(after),
                      "growth_pct": round(growth, 1), "pass": growth < RSS_BAR_PCT}  # fmt: skip
     return out
 
@@ -464,13 +472,20 @@ def _run(bench: Settings, p: dict, fleet: Fleet, producer: subprocess.Popen[str]
         time.sleep(0.2)
     emitted, unflushed, spooled, opens, closes = (int(x) for x in probe.lines["D"])
     producer.wait(timeout=60)
-    # Everything emitted is stored (or 120 s pass), then the whole run is verified once more.
-    deadline, counts = time.monotonic() + 120, {}
-    while time.monotonic() < deadline:
+    # Everything emitted is stored, then the whole run is verified once more. A fleet that fell behind
+    # catches up first: the wait ends when the rows stop growing for 120 s, not at a fixed deadline (the
+    # first 30-minute run counted 120 s after the load, with 116,700 events still in the fleet's backlog).
+    load_ended = time.monotonic()
+    counts, progress_at, last_unique = {}, time.monotonic(), -1
+    while time.monotonic() - progress_at < 120:
         counts = asyncio.run(_final_counts(bench.postgres_dsn, producer_id))
         if counts["unique"] >= emitted:
             break
-        time.sleep(0.5)
+        if counts["unique"] > last_unique:
+            progress_at, last_unique = time.monotonic(), counts["unique"]
+        time.sleep(1)
+    catch_up_s = round(time.monotonic() - load_ended, 1)
+    click.echo(f"  everything stored {catch_up_s} s after the load ended")
     time.sleep(1)  # the last breaker's alert change reaches the archive
     counts = asyncio.run(_final_counts(bench.postgres_dsn, producer_id))
     _fleet_verifications(fleet, time.monotonic() - began, verifies)
@@ -490,14 +505,16 @@ def _run(bench: Settings, p: dict, fleet: Fleet, producer: subprocess.Popen[str]
         "p99_last_vs_first": ratio is not None and ratio <= P99_BAR_RATIO,
         "lost_0": lost == 0,
         "duplicated_0": duplicated == 0,
-        "verify_all_ok": bool(verifies) and all(v["outcome"] == "ok" for v in verifies) and final["ok"],
+        "verify_final_ok": final["ok"],
+        "periodic_verifications_ok": bool(verifies) and all(v["outcome"] == "ok" for v in verifies),
     }
     loads = [s["load_avg"][0] for s in samples]
     busy = [s["machine_busy_cores"] for s in samples if s["machine_busy_cores"] is not None]
     ours = [sum(v.get("cores", 0) for v in s["processes"].values() if v) for s in samples[1:]]
     return {
         "emitted": emitted, "stored_rows": counts["rows"], "unique_events": counts["unique"],
-        "lost": lost, "duplicated": duplicated, "producer_unflushed": unflushed, "producer_spooled": spooled,
+        "lost": lost, "duplicated": duplicated,
+        "catch_up_after_load_s": catch_up_s, "producer_unflushed": unflushed, "producer_spooled": spooled,
         "breaker_opens": opens, "breaker_closes": closes, "alert_changes_by_rule": counts["alerts"],
         "emit_to_redis_windows": windows,
         "emit_to_redis_p99_ms_per_window": [w["p99_ms"] for w in windows],
@@ -547,9 +564,9 @@ def _print_table(r: dict) -> None:
                f" alert changes {s0['alert_changes_rows']} -> {s1['alert_changes_rows']},"
                f" notifications {s0['notifications_rows']} -> {s1['notifications_rows']} rows")  # fmt: skip
     ok = sum(v["outcome"] == "ok" for v in r["verify_passes"])
-    click.echo(f"verify: {ok}/{len(r['verify_passes'])} of the fleet's periodic verifications ok,"
-               f" final over the run ok={r['verify_final']['ok']}"
-               f"  {verdict(r['pass']['verify_all_ok'])}")  # fmt: skip
+    click.echo(f"verify: {ok}/{len(r['verify_passes'])} of the fleet's periodic verifications ok"
+               f" {verdict(r['pass']['periodic_verifications_ok'])}; final over the whole run"
+               f" ok={r['verify_final']['ok']} {verdict(r['pass']['verify_final_ok'])}")  # fmt: skip
     click.echo(f"events: {r['emitted']:,} emitted, lost {r['lost']}, duplicated {r['duplicated']};"
                f" breakers opened/closed {r['breaker_opens']}/{r['breaker_closes']}"
                f"  {verdict(r['pass']['lost_0'] and r['pass']['duplicated_0'])}")  # fmt: skip
