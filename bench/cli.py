@@ -1,8 +1,10 @@
-"""`guardian bench producer | pipeline | recovery | consistency | api | peers | all`: tables, JSON in results/."""
+"""`guardian bench producer | pipeline | recovery | consistency | api | peers | soak | all`: tables, JSON."""
 
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -10,6 +12,7 @@ import click
 from guardian.settings import get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SOAK_CHART = Path(__file__).resolve().parent.parent / "docs" / "img" / "soak.svg"
 
 
 # A broker in its first minutes runs its JIT's profiling code and compiles on the cores the benchmark
@@ -148,10 +151,31 @@ def peers(events: int, rate: int, seconds: float, repeat: int, peers: tuple[str,
     write_result("peers", {**run_peers_bench(get_settings(), events, rate, seconds, repeat, peers or PEERS), **stack})
 
 
+@click.option("--minutes", type=float, default=30.0, show_default=True, help="Minutes measured, after a lead-in.")
+@click.option("--rate", type=int, default=5000, show_default=True, help="Events/s.")
+@click.option("--workers", type=int, default=2, show_default=True, help="guardian workers in the fleet.")
+@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path), default=SOAK_CHART, show_default=True,
+              help="Where to write the RSS-over-time and p99-per-window chart (SVG).")  # fmt: skip
+@WARMUP_OPTION
+def soak(minutes: float, rate: int, workers: int, chart: Path, warmup: bool) -> None:
+    """N minutes at the rate, alerts firing and resolving, verify every few minutes: RSS, p99, store sizes."""
+    from bench.soak import run_soak_bench
+    from bench.soak_chart import write_chart
+
+    # a SIGTERM (timeout, a CI job cancelled) still drops the soak's database and topics and stops its workers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    stack = _ensure_stack(warmup)
+    result = {**run_soak_bench(get_settings(), minutes, rate, workers), **stack}
+    write_result("soak", result)
+    write_chart(result, chart)
+    click.echo(f"wrote {chart}")
+
+
 @bench.command(name="all")
 @click.pass_context
 def run_all(ctx: click.Context) -> None:
-    """Every benchmark in turn."""
+    """Every benchmark in turn (not the 30-minute soak: `guardian bench soak`)."""
     ctx.invoke(producer)
     ctx.invoke(pipeline)
     ctx.invoke(recovery)
