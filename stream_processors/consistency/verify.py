@@ -8,6 +8,7 @@ events it was about to store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -77,6 +78,10 @@ async def verify(settings: Settings, since_s: float, settle_s: float = 10.0) -> 
     report = VerifyReport(window)
     rows_from, rows_to = utc(window.start_s) - ROWS_SLACK, utc(time.time() + settings.max_future_skew_s + 60)
     conn = await asyncpg.connect(settings.postgres_dsn, timeout=10)
+    with contextlib.suppress(asyncpg.PostgresError):  # PostgreSQL 14+; older servers just lack the safeguard
+        # A verification killed for overrunning (the fleet's watch does that) must not leave its query running
+        # on the server: PostgreSQL checks every 2 s that the client is still there, and cancels it if not.
+        await conn.execute("SET client_connection_check_interval = 2000")
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
     try:
         found = await kafka_pg.check(conn, settings, window.ranges, rows_from, rows_to,
