@@ -195,15 +195,12 @@ def run_api_bench(settings: Settings, events: int, requests: int = REQUESTS) -> 
     with isolated(settings, "api") as bench, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         fleet = Fleet(bench, workdir, "30")
-        fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": "0", "GUARDIAN_POSTGRES_DSN": bench.postgres_dsn,
-                          "GUARDIAN_POSTGRES_ADMIN_DSN": bench.postgres_admin_dsn})  # fmt: skip
+        fleet.env["GUARDIAN_VERIFY_INTERVAL_S"] = "0"
         fleet.start()
         try:
             click.echo(f"API benchmark: {events:,} events of {len(SYMBOLS)} symbols through one worker")
             began = time.perf_counter()
-            loader = threading.Thread(target=_load, args=(bench, events, workdir / "spool"))
-            loader.start()
-            loader.join()
+            _load(bench, events, workdir / "spool")
             wait_until(lambda: _lag(bench, fleet.group) == 0, timeout=1800)
             result["load_events_per_s"] = round(events / (time.perf_counter() - began))
             port = free_port()

@@ -159,8 +159,7 @@ def run_consistency_bench(settings: Settings, events: int, rate: int, seconds: f
         with isolated(settings, "consistency") as bench, tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             fleet = Fleet(bench, workdir, "30")
-            fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": "0", "GUARDIAN_POSTGRES_DSN": bench.postgres_dsn,
-                              "GUARDIAN_POSTGRES_ADMIN_DSN": bench.postgres_admin_dsn})  # fmt: skip
+            fleet.env["GUARDIAN_VERIFY_INTERVAL_S"] = "0"
             fleet.start()
             try:
                 click.echo(f"consistency benchmark: {events:,} events through one worker")

@@ -72,6 +72,8 @@ class Fleet:
             "GUARDIAN_ALERTS_TOPIC": settings.alerts_topic,
             "GUARDIAN_CHECKPOINTS_TOPIC": settings.checkpoints_topic,
             "GUARDIAN_REDIS_URL": settings.redis_url,
+            "GUARDIAN_POSTGRES_DSN": settings.postgres_dsn,
+            "GUARDIAN_POSTGRES_ADMIN_DSN": settings.postgres_admin_dsn,
             "GUARDIAN_WORKER_GROUP": self.group,
             "GUARDIAN_CHECKPOINT_INTERVAL_S": interval,
             "GUARDIAN_LOG_LEVEL": "WARNING",
