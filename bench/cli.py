@@ -1,4 +1,6 @@
-"""`guardian bench producer | pipeline | recovery | consistency | all`: a table each, bench/results/<name>.json."""
+"""`guardian bench producer | pipeline | recovery | consistency | faults | all`: a table each, JSON in bench/results/.
+
+`all` leaves out `faults`: it stops and kills the stack's services, so it runs only when asked for."""
 
 from __future__ import annotations
 

@@ -593,6 +593,12 @@ def _run_row(name: str, base: Settings, redis_url: str, workdir: Path, stack: St
         for proc in row.producers:
             finals[proc.producer_id] = proc.last("paused") if proc.killed else proc.stop()
         result["producer_closed_after_fault_s"] = round(time.monotonic() - row.fault_end, 1)
+        # The rate the producer reached (on a busy host it gets less CPU than the asked rate needs).
+        timed = [ln for proc in row.producers for ln in proc.lines if "emitted" in ln and not ln.get("paused")]
+        if len(timed) > 1:
+            span = max(ln["t"] for ln in timed) - min(ln["t"] for ln in timed)
+            result["producer_rate_events_per_s"] = round(sum(int(f.get("emitted", 0)) for f in finals.values())
+                                                         / max(span, 1e-3))  # fmt: skip
         wanted_total = sum(int(f.get("emitted", 0)) - int(f.get("dropped", 0)) for f in finals.values()) - sum(
             row.unspooled.values()
         )
