@@ -282,13 +282,22 @@ class LagReader:
 
     def lag(self) -> int:
         topic = self.settings.events_topic
-        if not self.partitions:
-            self.partitions = partitions_of(self.consumer, self.trap, self.settings, topic)
-        done = committed(self.admin, self.group, topic, timeout=5)
-        return sum(watermarks(self.consumer, topic, p, timeout=5)[1] - done.get(p, 0) for p in self.partitions)
+        try:
+            if not self.partitions:
+                self.partitions = partitions_of(self.consumer, self.trap, self.settings, topic)
+            done = committed(self.admin, self.group, topic, timeout=5)
+            return sum(watermarks(self.consumer, topic, p, timeout=5)[1] - done.get(p, 0) for p in self.partitions)
+        except Exception:
+            # After a broker restart these clients kept failing (the first full run waited out its
+            # timeout with every row stored): new ones for the next look.
+            self.close()
+            self.consumer, self.trap = probe(self.settings, "faults-lag")
+            self.admin, _ = admin_client(self.settings)
+            raise
 
     def close(self) -> None:
-        self.consumer.close()
+        with contextlib.suppress(Exception):
+            self.consumer.close()
 
 
 def _lag_or_none(row: Row) -> int | None:
@@ -550,7 +559,7 @@ def _dlq_count(row: Row) -> int:
 # -- one row -------------------------------------------------------------------------------------
 def _run_row(name: str, base: Settings, redis_url: str, workdir: Path, stack: Stack, plan: Plan) -> dict:
     row = Row(name, base, redis_url, workdir, plan)
-    admin = AdminClient(client_config(base))
+    admin = AdminClient(client_config(base, {"log_level": 0}))
     wanted = [NewTopic(row.topics["events"], base.events_partitions, 1), NewTopic(row.topics["alerts"], 3, 1),
               NewTopic(row.topics["dlq"], 3, 1), NewTopic(row.topics["ckpt"], 1, 1, config=TOPIC_CONFIG)]  # fmt: skip
     for future in admin.create_topics(wanted).values():
@@ -761,6 +770,9 @@ def _run_rows(names: list[str], settings: Settings, redis_url: str, stack: Stack
             row["load_average_at_start"] = load
             row["row_seconds"] = round(time.monotonic() - began, 1)
             result["rows"].append(row)
+            partial = REPO_ROOT / "bench" / "results" / "faults.partial.json"  # the rows so far, should the run stop
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(result, indent=2) + "\n")
             brief = {k: row.get(k) for k in BRIEF if k in row}
             click.echo(f"  {name}: {json.dumps(brief)}")
         shutil.rmtree(tmp, ignore_errors=True)
