@@ -62,6 +62,7 @@ from guardian.schemas.checkpoint import TOPIC_CONFIG
 from guardian.schemas.codec import EventCodec, load_alert_schema
 from guardian.settings import REPO_ROOT, Settings
 from guardian.sinks.redis_hot_view import READY, STATUS_KEY
+from guardian.stack.errors import StackError
 from guardian.stack.manager import Stack
 from guardian.stack.process import wait_until
 
@@ -312,13 +313,26 @@ class Faults:
     def __init__(self, stack: Stack, plan: Plan) -> None:
         self.stack = stack
         self.plan = plan
+        self.start_failures: list[str] = []
 
     def _quiet(self, line: str) -> None:
         click.echo(f"    {line.strip()}")
 
     def _start(self, service: str) -> float:
+        """Start `service` again; returns the seconds it took. Tries up to 5 times: the brief's ports (49092 ...)
+        lie in the kernel's ephemeral range, and a client reconnecting to a port nobody listens on can be
+        given that very port as its source (a TCP self-connect), which then blocks the service's bind for
+        a moment (seen twice in a run: `Address already in use` from the broker)."""
         began = time.monotonic()
-        self.stack.up(report=self._quiet, only=service)
+        for attempt in range(1, 6):
+            try:
+                self.stack.up(report=self._quiet, only=service)
+                break
+            except StackError as exc:
+                self.start_failures.append(f"{service} attempt {attempt}: {str(exc)[:200]}")
+                if attempt == 5:
+                    raise
+                time.sleep(5)
         return round(time.monotonic() - began, 1)
 
     def _stop(self, service: str) -> None:
@@ -648,6 +662,8 @@ def _run_row(name: str, base: Settings, redis_url: str, workdir: Path, stack: St
             result["fuzzed_stored_as_events"] = int(others[0]["n"])
         result["workers_crashed"] = sum(1 for w, _ in row.fleet.workers if w.poll() not in (None, -9))
         result.update(row.notes)
+        if faults.start_failures:
+            result["service_start_failures"] = faults.start_failures
     finally:
         for proc in row.producers:
             if proc.process.poll() is None:
@@ -715,7 +731,7 @@ def run_faults_bench(settings: Settings, quick: bool, fault_s: float | None, rat
         raise click.ClickException("the spool_disk_full row mounts a tmpfs: run as root, or leave it out (--only)")
     database = int(os.environ.get("GUARDIAN_BENCH_REDIS_DB", "6"))
     redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{database}"
-    names = [n for n in ROWS if not only or n in only]
+    names = list(dict.fromkeys(only)) if only else list(ROWS)  # --only's order: the rows that matter most first
     result: dict = {
         "machine": describe_machine(),
         "load_average_before": _load(),
