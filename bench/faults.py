@@ -465,9 +465,13 @@ def _topic_records(settings: Settings, topic: str) -> list:
                 ends[partition] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         out, seen = [], Counter()
-        deadline = time.monotonic() + 120
-        while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            for message in consumer.consume(1000, timeout=1.0):
+        deadline, quiet = time.monotonic() + 120, 0
+        # Until every partition's end, or 5 s with nothing new: a transactional producer's last control
+        # record is an offset no message has, so the end may never be `seen` (a run waited 120 s per topic).
+        while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline and quiet < 5:
+            messages = consumer.consume(1000, timeout=1.0)
+            quiet = 0 if messages else quiet + 1
+            for message in messages:
                 if message.error() is None:
                     out.append(message)
                     seen[message.partition()] = message.offset() + 1
