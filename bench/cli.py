@@ -1,4 +1,7 @@
-"""`guardian bench producer | pipeline | recovery | consistency | api | peers | soak | all`: tables, JSON."""
+"""`guardian bench producer | pipeline | recovery | consistency | api | peers | soak | faults | all`.
+
+Tables, JSON in bench/results/. `all` leaves out peers, soak and faults (faults stops and kills the stack's
+services, so it runs only when asked for)."""
 
 from __future__ import annotations
 
@@ -175,9 +178,36 @@ def soak(minutes: float, rate: int, workers: int, chart: Path, warmup: bool) -> 
 @bench.command(name="all")
 @click.pass_context
 def run_all(ctx: click.Context) -> None:
-    """Every benchmark in turn (not the 30-minute soak: `guardian bench soak`)."""
+    """Every benchmark in turn but peers, soak and faults (each run on its own: see the module docstring)."""
     ctx.invoke(producer)
     ctx.invoke(pipeline)
     ctx.invoke(recovery)
     ctx.invoke(consistency)
     ctx.invoke(api)
+
+
+@bench.command()
+@click.option("--quick", is_flag=True, help="Short faults (15 s outages, 3 worker kills 5 s apart).")
+@click.option("--fault-seconds", type=float, default=None, help="Seconds of each outage (default 60, quick 15).")
+@click.option("--rate", type=int, default=5000, show_default=True, help="Events/s of the producer.")
+@click.option("--only", multiple=True, help="Only this fault (repeatable): " + ", ".join(
+    ("worker_kill9_x10", "broker_stopped", "broker_kill9", "redis_restarted", "redis_flushall", "postgres_stopped",
+     "producer_kill9_broker_down", "fuzzed_records", "spool_disk_full")))  # fmt: skip
+def faults(quick: bool, fault_seconds: float | None, rate: int, only: tuple[str, ...]) -> None:
+    """Each fault once at 5k events/s beside a producer and three workers: lost, duplicated, hot view, alerts,
+    recovery time (bench/faults.py). Stops and kills the local stack's services: a stack of its own only."""
+    from bench.faults import ROWS, run_faults_bench
+
+    unknown = [name for name in only if name not in ROWS]
+    if unknown:
+        raise click.BadParameter(f"unknown fault(s) {unknown}; choose from {', '.join(ROWS)}", param_hint="--only")
+    stack = _ensure_stack(warm=False)
+    result = {**run_faults_bench(get_settings(), quick, fault_seconds, rate, only), **stack}
+    earlier = RESULTS / "faults.json"
+    if only and earlier.exists():  # a re-run of some rows replaces those rows of the last whole run
+        whole = json.loads(earlier.read_text())
+        rerun = {row["fault"]: {**row, "rerun": {k: result[k] for k in ("machine", "load_average_before", "plan")}}
+                 for row in result["rows"]}  # fmt: skip
+        whole["rows"] = [rerun.pop(row["fault"], row) for row in whole["rows"]] + list(rerun.values())
+        result = whole
+    write_result("faults", result)

@@ -14,8 +14,9 @@ Guarantees
   by a crash is drained on the next start.
 - Kafka's side: idempotent producer, acks=all, key = symbol (per-symbol order), lz4.
 - Exposure: events already in librdkafka's in-memory queue when an outage starts (at most
-  `spool_after_s` worth) are delivered when the broker returns or written to the spool by
-  close(); only a process killed during that window can lose them.
+  `spool_after_s` worth) are moved to the front of the spool once Kafka has acknowledged nothing
+  for `spool_after_s`; only a process killed within that window (or an event in flight to a broker
+  that never answers) can lose them.
 - Consumers deduplicate by event_id (and the hot view by producer_id + sequence): a spool
   re-drain after a failed delivery may send a record twice, never zero times.
 
@@ -588,7 +589,9 @@ class GuardianProducer:
             self._last_progress = now
             self._last_delivered = delivered
             return
-        if not self._spooling and now - self._last_progress > self._spool_after_s:
+        if now - self._last_progress <= self._spool_after_s:
+            return
+        if not self._spooling:
             with self._lock:
                 self._spooling = True
             log.warning(
@@ -596,6 +599,11 @@ class GuardianProducer:
                 waited_s=round(now - self._last_progress, 1),
                 waiting_events=queued,
             )
+        # The events waiting in librdkafka's memory go to the disk too (the front of the spool: they are
+        # older than every spooled one), or a process killed during the outage loses them. Only what is
+        # still queued: an event already sent may be acknowledged yet, and comes back here if it fails.
+        self._producer.purge(in_queue=True, in_flight=False, blocking=False)
+        self._producer.poll(0)  # each purged event is spooled by _on_direct_failure
 
     def _set_aside(self, value: bytes, error: KafkaError) -> None:
         """Called under the lock; rare by construction, since emit() refuses events over our limit."""

@@ -245,6 +245,49 @@ def test_kill_9_with_a_full_spool_then_the_next_process_delivers_it(settings: Se
     assert list(spool.glob("*.seg")) == []
 
 
+WAITING_PRODUCER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from guardian.producers import GuardianProducer
+    from guardian.settings import Settings
+    topic, spool = sys.argv[1], Path(sys.argv[2])
+    producer = GuardianProducer(Settings(), producer_id="waiter", topic=topic, spool_dir=spool,
+                                bootstrap_servers="127.0.0.1:1", spool_after_s=0.2)
+    for i in range(10):  # taken while no broker answers: they wait in librdkafka's memory
+        producer.drift(f"W{i}", metric="m", expected=1.0, observed=2.0, drift_score=float(i))
+    deadline = time.monotonic() + 10
+    while producer.stats()["spool_records"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("spooled", producer.stats()["spool_records"], flush=True)
+    time.sleep(600)  # killed with -9 here
+    """
+)
+
+
+def test_events_waiting_in_memory_when_kafka_stops_answering_reach_the_spool_before_a_kill_9(
+    settings: Settings, new_topic, tmp_path
+):
+    """Found by `guardian bench faults` (producer killed with -9 after 60 s of broker outage): the events
+    librdkafka held when the outage began stayed in memory and died with the process."""
+    topic = new_topic("waiting")
+    spool = tmp_path / "spool"
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAITING_PRODUCER, topic, str(spool)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = waiter.stdout.readline()  # type: ignore[union-attr]
+        assert line.split() == ["spooled", "10"], line
+    finally:
+        os.kill(waiter.pid, signal.SIGKILL)
+        waiter.wait()
+    with GuardianProducer(settings, producer_id="waiter", topic=topic, spool_dir=spool) as successor:
+        wait_for(lambda: successor.flush(1) == 0, 60, "the successor to drain the spool")
+    events = consume_events(settings, topic, 10)
+    assert sorted(e["symbol"] for e in events) == [f"W{i}" for i in range(10)]
+    assert_per_symbol_order(events)
+
+
 def test_a_spool_left_by_a_stopped_producer_is_adopted_by_the_next_one_and_drained_first(
     settings: Settings, new_topic, tmp_path
 ):
