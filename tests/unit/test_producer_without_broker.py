@@ -78,7 +78,10 @@ def test_a_disk_that_refuses_the_spool_drops_counted_events_and_never_raises(tmp
         for _ in range(100):
             producer.drift("S0", metric="m", expected=1.0, observed=1.5, drift_score=0.5)
         stats = producer.stats()
-        assert stats["dropped"] == 100 and stats["spooled"] == 0, stats
+        # The first event waited in librdkafka's memory; once Kafka had acknowledged nothing for
+        # spool_after_s it was moved to the front of the spool (its own small write). The 100 taken while
+        # the disk refused every new segment are dropped and counted: every event is accounted for.
+        assert stats["dropped"] == 100 and stats["emitted"] == stats["dropped"] + stats["spooled"], stats
         assert producer._thread.is_alive()  # the thread that would drain once the disk has room
         producer.close(0)
 
