@@ -56,16 +56,16 @@ WARMUP_EVENTS = 200
 LEAD_IN_S = 10.0
 
 
-def _count(settings: Settings, producer_id: str, since: datetime) -> tuple[int, int]:
-    """(rows, unique events) of `producer_id` with event_time >= `since`. The time bound lets the
-    primary key's index find the run's rows: without it every poll scanned the day's partition
-    (132 ms with 1M rows), competing with the worker for the CPU that was being measured."""
+def rows_of(dsn: str, producer_id: str, since: datetime, table: str = "guardian_events") -> tuple[int, int]:
+    """(rows, unique events) of `producer_id` with event_time >= `since` in `table` (a peer's may differ).
+    The time bound lets the primary key's index find the run's rows: without it every poll scanned the
+    day's partition (132 ms with 1M rows), competing with the worker for the CPU that was being measured."""
 
     async def run() -> tuple[int, int]:
-        conn = await asyncpg.connect(settings.postgres_dsn)
+        conn = await asyncpg.connect(dsn)
         try:
             row = await conn.fetchrow(
-                "SELECT count(*) AS n, count(DISTINCT event_id) AS u FROM guardian_events"
+                f"SELECT count(*) AS n, count(DISTINCT event_id) AS u FROM {table}"
                 " WHERE event_time >= $2 AND producer_id = $1",
                 producer_id,
                 since,
@@ -138,12 +138,12 @@ def _wait_until_stored(
     """(rows, unique events) of `producer_id` in PostgreSQL once all `events` are there (or after 600 s)."""
     since = datetime.now(UTC) - timedelta(minutes=10)  # its events were all emitted after this
     deadline = time.monotonic() + 600
-    stored, unique = _count(settings, producer_id, since)
+    stored, unique = rows_of(settings.postgres_dsn, producer_id, since)
     while unique < events and time.monotonic() < deadline:
         if worker.poll() is not None:
             raise click.ClickException(f"the worker exited ({worker.returncode}); see {workdir / 'worker.log'}")
         time.sleep(0.1)
-        stored, unique = _count(settings, producer_id, since)
+        stored, unique = rows_of(settings.postgres_dsn, producer_id, since)
     return stored, unique
 
 

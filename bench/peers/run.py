@@ -38,7 +38,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bench.machine import describe_machine
 from bench.peers import connect
 from bench.peers.quix_env import quix_python, quix_version
-from bench.pipeline import SYMBOL_PREFIX, _ceiling, _latency, _remove_bench_data, _settle_stores, _start_worker
+from bench.pipeline import (
+    SYMBOL_PREFIX,
+    _ceiling,
+    _latency,
+    _remove_bench_data,
+    _settle_stores,
+    _start_worker,
+    rows_of,
+)
 from guardian.kafka_config import client_config
 from guardian.producers import GuardianProducer
 from guardian.settings import REPO_ROOT, Settings
@@ -78,25 +86,6 @@ def _stores_cpu_s(settings: Settings) -> float:
     services = Stack(settings).services
     pids = [services[name].process.pid() for name in ("redis", "postgres")]
     return sum(_cpu_s(pid) for pid in pids if pid is not None)
-
-
-def _count(dsn: str, table: str, producer_id: str, since: datetime) -> tuple[int, int]:
-    """(rows, distinct event ids) of `producer_id`; the time bound lets the primary key find them."""
-
-    async def run() -> tuple[int, int]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            row = await conn.fetchrow(
-                f"SELECT count(*) AS n, count(DISTINCT event_id) AS u FROM {table}"
-                " WHERE event_time >= $2 AND producer_id = $1",
-                producer_id,
-                since,
-            )
-            return row["n"], row["u"]
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def _admin_sql(settings: Settings, *statements: str) -> None:
@@ -216,7 +205,7 @@ def _ours(settings: Settings, admin: AdminClient, topic: str, producer_id: str, 
     group = f"bench-peers-ours-{uuid.uuid4().hex[:6]}"
     worker = _start_worker(settings, topic, alerts, group, workdir)
     result = _measure(settings, "the worker", worker, group,
-                      lambda: _count(settings.postgres_dsn, "guardian_events", producer_id, since),
+                      lambda: rows_of(settings.postgres_dsn, producer_id, since),
                       events, workdir / "worker.log")  # fmt: skip
     if rate:
         result.update(_latency_run(settings, admin, "ours", rate, seconds, workdir, created))
@@ -234,7 +223,7 @@ def _quix(settings: Settings, python: Path, topic: str, producer_id: str, since:
     group = f"bench-peers-quix-{uuid.uuid4().hex[:6]}"
     app = _quix_process(python, topic, group, QUIX_THROUGHPUT_COMMIT_S, workdir / "quix.log")
     result = _measure(settings, "the Quix app", app, group,
-                      lambda: _count(settings.postgres_dsn, "guardian_events", producer_id, since),
+                      lambda: rows_of(settings.postgres_dsn, producer_id, since),
                       events, workdir / "quix.log")  # fmt: skip
     result["commit_interval_s"] = QUIX_THROUGHPUT_COMMIT_S
     if rate:
@@ -287,7 +276,7 @@ def _connect(settings: Settings, libs: Path, plugins: Path, json_topic: str, pro
     process, group = connect.start(settings, libs, plugins, json_topic, table, workdir, overrides)
     try:
         result = _measure(settings, "Kafka Connect", process, group,
-                          lambda: _count(settings.postgres_admin_dsn, table, producer_id, since),
+                          lambda: rows_of(settings.postgres_admin_dsn, producer_id, since, table),
                           events, workdir / "connect.log")  # fmt: skip
     finally:
         _admin_sql(settings, f"DROP TABLE IF EXISTS {table}")
