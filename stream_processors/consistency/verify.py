@@ -8,6 +8,7 @@ events it was about to store.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -24,10 +25,15 @@ from guardian.stream_processors.consistency.kafka_pg import DecodedRecord, utc
 from guardian.stream_processors.consistency.window import Window, take_window
 
 ROWS_SLACK = timedelta(minutes=10)  # rows are searched by event time from this long before the window
+# The sequences stored meanwhile inside each producer's lost spans, bounded by the spans' lowest and highest
+# number: one pass over the window's rows, however many spans there are (a fleet far behind leaves
+# thousands; one count per span walked the window once each and overran the verifier's deadline).
 ARRIVED = """
-SELECT k.i FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int[]) AS k(producer, first, last, i)
-WHERE (SELECT count(DISTINCT e.sequence) FROM guardian_events e WHERE e.event_time >= $5
-       AND e.producer_id = k.producer AND e.sequence BETWEEN k.first AND k.last) = k.last - k.first + 1
+SELECT e.producer_id, array_agg(DISTINCT e.sequence ORDER BY e.sequence) AS sequences
+FROM guardian_events e JOIN unnest($1::text[], $2::int8[], $3::int8[]) AS b(producer, lo, hi)
+  ON e.producer_id = b.producer AND e.sequence BETWEEN b.lo AND b.hi
+WHERE e.event_time >= $4
+GROUP BY e.producer_id
 """
 KINDS = ("missing_row", "lost_sequence", "duplicate_sequence", "stale_key", "corrupt_key", "missing_key")
 
@@ -126,10 +132,18 @@ async def _still_wrong(client: redis.Redis, keys: list[KeyFinding]) -> list[KeyF
 
 async def _still_lost(conn: asyncpg.Connection, book: ledger.Ledger, rows_from) -> None:
     """Drop from the lost spans those stored meanwhile (in flight at the first look); the minute counts follow."""
-    spans = [(producer, span) for producer, found in book.lost_spans.items() for span in found]
-    if not spans:
+    if not book.lost_spans:
         return
-    rows = await conn.fetch(ARRIVED, [p for p, _ in spans], [s[0] for _, s in spans], [s[1] for _, s in spans],
-                            list(range(len(spans))), rows_from)  # fmt: skip
+    producers = list(book.lost_spans)
+    bounds = [(min(f for f, _ in book.lost_spans[p]), max(last for _, last in book.lost_spans[p])) for p in producers]
+    rows = await conn.fetch(ARRIVED, producers, [lo for lo, _ in bounds], [hi for _, hi in bounds], rows_from,
+                            timeout=300)  # fmt: skip
     for row in rows:
-        book.found_after_all(*spans[row["i"]])
+        for span in arrived(book.lost_spans[row["producer_id"]], row["sequences"]):
+            book.found_after_all(row["producer_id"], span)
+
+
+def arrived(spans: list[tuple[int, int]], stored: list[int]) -> list[tuple[int, int]]:
+    """The spans every number of which is in `stored` (sorted, distinct)."""
+    return [(first, last) for first, last in spans
+            if bisect.bisect_right(stored, last) - bisect.bisect_left(stored, first) == last - first + 1]  # fmt: skip

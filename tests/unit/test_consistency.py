@@ -84,3 +84,12 @@ def test_a_lost_span_that_turns_up_leaves_the_count_of_its_minute():
     assert (line.lost, book.lost_spans) == (2, {"p": [(3, 4)]})
     book.found_after_all("p", (3, 4))
     assert (line.lost, book.lost_spans, book.totals()["p"]["lost"]) == (0, {}, 0)
+
+
+def test_a_lost_span_has_arrived_only_when_every_number_of_it_is_stored():
+    from guardian.stream_processors.consistency.verify import arrived
+
+    spans = [(3, 4), (8, 10), (12, 12), (20, 21)]
+    stored = [1, 3, 4, 8, 10, 12, 21, 30]  # 9 and 20 still missing
+    assert arrived(spans, stored) == [(3, 4), (12, 12)]
+    assert arrived(spans, []) == []
