@@ -50,6 +50,14 @@ def _text(status: Mapping[Any, Any]) -> dict[str, str]:
             for k, v in status.items()}  # fmt: skip
 
 
+def same_view(before: Mapping[str, str], after: Mapping[str, str]) -> bool:
+    """Whether two reads of the hot view's status are of the same view: a view lost and refilled since
+    has no status or a new one (its `since`); only the checkpoint id moves on a view that stayed."""
+    return {k: v for k, v in before.items() if k != "checkpoint"} == {
+        k: v for k, v in after.items() if k != "checkpoint"
+    }
+
+
 class FleetRecovery:
     def __init__(
         self,
@@ -107,6 +115,12 @@ class FleetRecovery:
         began = time.perf_counter()
         offsets = await asyncio.to_thread(committed_offsets, self.settings, 10.0, self._admin())
         body = await asyncio.to_thread(state.dump, self._reader())
+        if not same_view(status, await self.status()):
+            # Lost (FLUSHALL, a restart from an old snapshot) or rebuilt while it was read: the dump holds only
+            # what was written since, and a rebuild would start from it as the newest checkpoint.
+            metrics.RECOVERY_ACTIONS.labels("checkpoint", "skipped: hot view changed while read").inc()
+            log.warning("checkpoint dropped: the hot view was lost or rebuilt while it was read")
+            return None
         body["alert_state"] = dict(self.alert_state)  # its changelog topic is its own durable copy
         checkpoint_id = max(time.time_ns() // 1000, self.last_id + 1)
         value = await asyncio.to_thread(pack, FLEET, self.settings.worker_group, body,

@@ -210,3 +210,47 @@ def test_a_hot_view_older_than_the_newest_checkpoint_is_rebuilt(settings: Settin
         assert "older than" in worker.log()
     finally:
         worker.stop()
+
+
+def test_a_checkpoint_of_a_view_lost_while_it_was_read_is_dropped(settings: Settings, recovery_env, monkeypatch):
+    """FLUSHALL between the checkpoint's look at the status and its dump: the dump holds only what was written
+    since, and the next rebuild would start from it as the newest checkpoint (keys of quiet symbols gone)."""
+    import asyncio
+
+    import redis.asyncio as redis_async
+
+    from guardian.stream_processors.recovery import fleet, state
+
+    fleet_settings = settings.model_copy(update={
+        "events_topic": recovery_env["GUARDIAN_EVENTS_TOPIC"],
+        "checkpoints_topic": recovery_env["GUARDIAN_CHECKPOINTS_TOPIC"],
+        "worker_group": f"ckpt-race-{uuid.uuid4().hex[:6]}",
+    })  # fmt: skip
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushall()
+    client.set("guardian:latest:QUIET:CIRCUIT_BREAKER", "{}")
+    client.hset(STATUS_KEY, mapping={"state": "ready", "window": "complete", "since": 1})
+    dump = state.dump
+
+    def dump_then_lose(reader: redis.Redis) -> dict:
+        body = dump(reader)
+        reader.flushall()
+        return body
+
+    async def checkpoint() -> int | None:
+        aclient = redis_async.Redis.from_url(settings.redis_url)
+        try:
+            return await fleet.FleetRecovery(fleet_settings, aclient, lambda: [0], {}).checkpoint()
+        finally:
+            await aclient.aclose()
+
+    monkeypatch.setattr(state, "dump", dump_then_lose)
+    assert asyncio.run(checkpoint()) is None
+    assert CheckpointStore(fleet_settings).latest(FLEET, fleet_settings.worker_group) is None
+    assert not client.exists(STATUS_KEY)  # left lost, for the leader's watch to rebuild
+
+    monkeypatch.setattr(state, "dump", dump)
+    client.hset(STATUS_KEY, mapping={"state": "ready", "window": "complete", "since": 2})
+    written = asyncio.run(checkpoint())
+    assert written is not None
+    assert CheckpointStore(fleet_settings).latest(FLEET, fleet_settings.worker_group).id == written
