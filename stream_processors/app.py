@@ -23,9 +23,12 @@ import asyncpg
 import faust
 import mode
 import redis.asyncio as redis
+from confluent_kafka import Consumer
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guardian.kafka_config import client_config, faust_broker
+from guardian.kafka_lookup import probe, watermarks
 from guardian.logs import get_logger
 from guardian.schemas.codec import EventCodec
 from guardian.schemas.validation import EventRules
@@ -35,6 +38,7 @@ from guardian.sinks.postgres import PostgresSink
 from guardian.sinks.redis_hot_view import RedisHotView
 from guardian.sinks.storage import StoragePolicy
 from guardian.stream_processors import metrics, storage_watch
+from guardian.stream_processors.alerts import state_copy
 from guardian.stream_processors.alerts.archive import AlertArchive
 from guardian.stream_processors.alerts.engine import AlertEngine
 from guardian.stream_processors.alerts.history import NotificationLog
@@ -108,6 +112,7 @@ HOT_VIEW = {"state": "unknown"}  # what the last look at `guardian:hotview` saw,
 
 
 PROGRESS = Progress()
+_CHANGELOG_PROBE: Consumer | None = None  # looks up the alert table changelog's end offsets
 
 
 async def _alert_state_durable() -> None:
@@ -118,6 +123,28 @@ async def _alert_state_durable() -> None:
     while producer.buffer.size:
         await producer.buffer.flush()
     await producer.flush()
+
+
+def _alert_state_ends() -> dict[int, tuple[int, int]]:
+    """The alert table's changelog partitions -> (low, high) watermarks (blocking: for a thread)."""
+    global _CHANGELOG_PROBE
+    if _CHANGELOG_PROBE is None:
+        _CHANGELOG_PROBE = probe(settings, "alert-state-copy")[0]
+    topic = alert_state.changelog_topic.get_topic_name()
+    partitions = _CHANGELOG_PROBE.list_topics(topic, timeout=10).topics[topic].partitions
+    return {partition: watermarks(_CHANGELOG_PROBE, topic, partition) for partition in partitions}
+
+
+def _alert_state_applied(partition: int) -> int | None:
+    """The highest changelog offset of `partition` this worker's copy applied (Faust's recovery counts them)."""
+    tp = TP(alert_state.changelog_topic.get_topic_name(), partition)
+    recovery = app.tables.recovery
+    seen = (recovery.active_offsets.get(tp), recovery.standby_offsets.get(tp))
+    return max((offset for offset in seen if offset is not None), default=None)
+
+
+async def _alert_state_current() -> None:
+    await state_copy.caught_up(_alert_state_ends, _alert_state_applied)
 
 
 def _store_down(name: str, down: bool) -> None:
@@ -156,6 +183,7 @@ class IngestService(mode.Service):
             owned_partitions=lambda: source.assigned,  # `source` is bound below, before any call
             partitions=settings.events_partitions,
             make_state_durable=_alert_state_durable,
+            state_current=_alert_state_current,
             log_id=lambda: source.topic_id(),
         )  # fmt: skip
         global SOURCE

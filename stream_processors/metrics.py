@@ -99,3 +99,9 @@ NOTIFICATION_ROWS = Counter(
 NOTIFICATION_LOG_ERRORS = Counter(
     "guardian_worker_notification_log_errors", "Failed writes of notification attempt rows (retried)"
 )
+ALERT_STATE_CATCH_UP_SECONDS = Histogram(
+    "guardian_alert_state_catch_up_seconds",
+    "Wait, when partitions move, until this worker's alert state copy has applied its changelog to the end",
+    ["outcome"],  # caught_up, gave_up (WAIT_S passed) or failed (Kafka unreachable)
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -31,6 +31,7 @@ class AlertHook:
         owned_partitions: Callable[[], Sequence[int]],
         partitions: int,
         make_state_durable: Callable[[], Awaitable[None]] | None = None,
+        state_current: Callable[[], Awaitable[object]] | None = None,
         log_id: Callable[[], str] = lambda: "",
     ) -> None:
         self.engine = engine
@@ -39,6 +40,7 @@ class AlertHook:
         self.owned_partitions = owned_partitions
         self.partitions = partitions
         self.make_state_durable = make_state_durable
+        self.state_current = state_current  # waits until the state copy holds what others wrote (state_copy.py)
         self.log_id = log_id  # blocking: the events topic's Kafka id, which tells replays (engine.py)
         self._silences: list[Silence] = []
         self._silences_at = 0.0
@@ -53,6 +55,8 @@ class AlertHook:
     async def __call__(self, batch: Sequence[StoredEvent]) -> None:
         if self._moved.is_set():
             self._moved.clear()
+            if self.state_current is not None:  # what we now own is judged on the state its last owner left
+                await self.state_current()
             self.engine.forget()  # another worker may have changed the state of what we now own
             # Asked at every move: the topic may not exist yet, or have been deleted and created again.
             self.engine.log_id = await asyncio.to_thread(self.log_id) or self.engine.log_id
