@@ -154,6 +154,7 @@ def peers(events: int, rate: int, seconds: float, repeat: int, peers: tuple[str,
     write_result("peers", {**run_peers_bench(get_settings(), events, rate, seconds, repeat, peers or PEERS), **stack})
 
 
+@bench.command()
 @click.option("--minutes", type=float, default=30.0, show_default=True, help="Minutes measured, after a lead-in.")
 @click.option("--rate", type=int, default=5000, show_default=True, help="Events/s.")
 @click.option("--workers", type=int, default=2, show_default=True, help="guardian workers in the fleet.")
