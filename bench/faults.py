@@ -795,4 +795,14 @@ def _run_rows(names: list[str], settings: Settings, redis_url: str, stack: Stack
             partial.write_text(json.dumps(result, indent=2) + "\n")
             brief = {k: row.get(k) for k in BRIEF if k in row}
             click.echo(f"  {name}: {json.dumps(brief)}")
+        _keep_logs(Path(tmp), REPO_ROOT / "bench" / "results" / "faults-logs")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _keep_logs(workdir: Path, into: Path) -> None:
+    """The workers' and producers' logs of the run, for the findings (the spools and data dirs go)."""
+    shutil.rmtree(into, ignore_errors=True)
+    for log_file in workdir.rglob("*.log"):
+        target = into / log_file.relative_to(workdir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log_file, target)

@@ -32,6 +32,9 @@ from guardian.logs import get_logger
 log = get_logger(__name__)
 
 COMMIT_INTERVAL_S = 0.2
+# How long a revoked partition waits for its batches in flight (a store outage can hold them for good; the
+# group's rebalance waits meanwhile). Past it, the partition goes and its next owner may repeat them.
+REVOKE_WAIT_S = 15.0
 TOPIC_ID_TIMEOUT_S = 10.0
 REFUSED_FRESH_S = 30.0
 _AFTER = re.compile(r" \(after \d+ms in state \w+\)$")
@@ -89,6 +92,13 @@ class BatchSource:
         self._last_commit = time.monotonic()
         self.committed_at = time.monotonic()  # when Kafka last confirmed a commit of ours (for /healthz)
         self._lock = threading.Lock()
+        # Offsets handed to the ingest loop and those it finished, per partition: a revoked partition waits
+        # (REVOKE_WAIT_S at most) until what was handed out is finished, so its next owner does not
+        # process those events a second time while this worker still does (alerts were sent twice).
+        self._handed: dict[int, int] = {}
+        self._finished: dict[int, int] = {}
+        self._progress = threading.Condition(self._lock)
+        self._closing = False
         self._consumer.subscribe(
             [topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb, on_lost=self._lost_cb
         )
@@ -119,10 +129,16 @@ class BatchSource:
         self._on_change("assigned", [p.partition for p in partitions])
 
     def _revoked_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # What is done for these partitions is committed before they go, so their next owner starts there.
-        self._commit_done({p.partition for p in partitions}, asynchronous=False)
+        # What was handed out for these partitions is finished and committed before they go, so their next
+        # owner starts after it. The ingest loop finishes batches on the event loop meanwhile: it is
+        # waiting for this thread's consume() to return, not blocking it.
+        revoked = {p.partition for p in partitions}
+        if not self._closing:  # closing: the ingest loop has stopped, nothing in flight will finish
+            self._wait_until_finished(revoked, REVOKE_WAIT_S)
+        self._commit_done(revoked, asynchronous=False)
         with self._lock:
-            self._assigned.difference_update(p.partition for p in partitions)
+            self._assigned.difference_update(revoked)
+            self._forget(revoked)
         log.info("partitions revoked", partitions=sorted(p.partition for p in partitions))
         self._on_change("revoked", [p.partition for p in partitions])
 
@@ -131,8 +147,27 @@ class BatchSource:
             self._assigned.difference_update(p.partition for p in partitions)
             for p in partitions:
                 self._done.pop(p.partition, None)
+            self._forget({p.partition for p in partitions})
         log.warning("partitions lost", partitions=sorted(p.partition for p in partitions))
         self._on_change("revoked", [p.partition for p in partitions])
+
+    def _wait_until_finished(self, partitions: set[int], timeout_s: float) -> bool:
+        def finished() -> bool:
+            return all(self._finished.get(p, -1) >= self._handed.get(p, -1) for p in partitions)
+
+        with self._progress:
+            if self._progress.wait_for(finished, timeout_s):
+                return True
+            behind = {p: self._handed[p] - self._finished.get(p, -1) for p in partitions if p in self._handed}
+        log.warning("revoked partitions still have events in flight; their next owner may process them again",
+                    events_in_flight=behind, waited_s=timeout_s)  # fmt: skip
+        return False
+
+    def _forget(self, partitions: set[int]) -> None:
+        """Under the lock: a partition that comes back starts its own count (its offsets may have moved)."""
+        for partition in partitions:
+            self._handed.pop(partition, None)
+            self._finished.pop(partition, None)
 
     @property
     def assigned(self) -> list[int]:
@@ -144,6 +179,11 @@ class BatchSource:
         plus what came with it. Never waits once a record is there, so latency stays low at any rate."""
         loop = asyncio.get_running_loop()
         messages = await loop.run_in_executor(self._thread, self._take, max_records, wait_s)
+        if messages:
+            with self._lock:
+                for message in messages:
+                    if message.error() is None and message.offset() > self._handed.get(message.partition(), -1):
+                        self._handed[message.partition()] = message.offset()
         good = []
         failed = False
         for message in messages:
@@ -177,6 +217,9 @@ class BatchSource:
                 partition, offset = message.partition(), message.offset()
                 if offset >= self._done.get(partition, -1):
                     self._done[partition] = offset
+                if offset > self._finished.get(partition, -1):
+                    self._finished[partition] = offset
+            self._progress.notify_all()
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
             self._commit_done()
 
@@ -238,6 +281,7 @@ class BatchSource:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
+        self._closing = True
         await loop.run_in_executor(self._thread, partial(self._commit_done, asynchronous=False))
         await loop.run_in_executor(self._thread, self._consumer.close)  # leaves the group: quick rebalance
         self._thread.shutdown(wait=True)

@@ -77,3 +77,46 @@ def test_moved_partitions_are_judged_only_after_the_copy_caught_up():
     asyncio.run(hook([object()]))  # type: ignore[list-item]
     asyncio.run(hook([object()]))  # type: ignore[list-item]
     assert calls == ["caught up", "forget", "observe", "caught up", "forget", "observe", "observe"]
+
+
+def test_the_state_behind_an_announcement_is_sent_at_once_not_at_the_commit():
+    from guardian.stream_processors.alerts.hook import AlertHook
+
+    events: list[str] = []
+
+    class Engine:
+        silences = None
+        log_id = "topic-id"
+        unflushed_writes = 0
+
+        def forget(self) -> None:
+            pass
+
+        def observe(self, batch, now_us):
+            self.unflushed_writes += 1
+            return ["FIRING"]
+
+        def tick(self, now_us, owned, partitions):
+            return []
+
+    class Publisher:
+        async def publish(self, notifications) -> None:
+            events.append("published")
+
+    class Client:
+        async def hgetall(self, key):
+            return {}
+
+    async def durable() -> None:
+        events.append("state flushed")
+
+    async def run() -> None:
+        hook = AlertHook(Engine(), Publisher(), Client(), lambda: [0], 1, make_state_durable=durable)  # type: ignore[arg-type]
+        await hook([object()])  # type: ignore[list-item]
+        await asyncio.sleep(0)  # the flush runs beside the batch's other stages, before any commit
+        assert events == ["published", "state flushed"]
+        await hook.before_commit()
+        await asyncio.sleep(0)
+        assert events == ["published", "state flushed", "state flushed"] and not hook._flushing
+
+    asyncio.run(run())

@@ -143,3 +143,42 @@ def test_the_same_refusal_is_logged_once(monkeypatch):
         refusal = f"SASL authentication error: Invalid password (after {after}ms in state AUTH_REQ)"
         consumer.config["error_cb"](KafkaError(KafkaError._AUTHENTICATION, refusal))
     assert len(logged) == 1
+
+
+def test_a_revoked_partition_waits_until_its_events_in_flight_are_finished_then_commits_them(monkeypatch):
+    """Its next owner must start after what this worker still processes: else both handle those events
+    (both notify their alerts). The ingest loop finishes batches on its own thread meanwhile."""
+    import threading
+    import time
+
+    monkeypatch.setattr(batch_source, "COMMIT_INTERVAL_S", 3600.0)
+    source, consumer = make()
+    consumer.ready = [Message(0, 10), Message(0, 11), Message(1, 4)]
+    batch = asyncio.run(source.next_batch(10, 0.0))
+    revoking = threading.Thread(target=consumer.on_revoke, args=(consumer, [TopicPartition("events", 0)]))
+    revoking.start()
+    time.sleep(0.2)
+    assert revoking.is_alive() and consumer.commits == []  # 10 and 11 are still being processed
+    source.commit(batch)  # the ingest loop finished the batch
+    revoking.join(5)
+    assert not revoking.is_alive()
+    assert consumer.commits == [([(0, 12)], False)]  # partition 1 stays, and is committed with its own batches
+
+
+def test_a_revoke_waits_at_most_its_limit_and_not_at_all_when_closing(monkeypatch):
+    import time
+
+    monkeypatch.setattr(batch_source, "REVOKE_WAIT_S", 0.2)
+    source, consumer = make()
+    consumer.ready = [Message(0, 10)]
+    asyncio.run(source.next_batch(10, 0.0))
+    began = time.monotonic()
+    consumer.on_revoke(consumer, [TopicPartition("events", 0)])
+    assert 0.2 <= time.monotonic() - began < 2 and consumer.commits == []  # nothing finished: nothing to commit
+
+    consumer.ready = [Message(1, 3)]
+    asyncio.run(source.next_batch(10, 0.0))
+    source._closing = True
+    began = time.monotonic()
+    consumer.on_revoke(consumer, [TopicPartition("events", 1)])
+    assert time.monotonic() - began < 0.1
