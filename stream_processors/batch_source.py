@@ -158,9 +158,10 @@ class BatchSource:
         with self._progress:
             if self._progress.wait_for(finished, timeout_s):
                 return True
-            behind = {p: self._handed[p] - self._finished.get(p, -1) for p in partitions if p in self._handed}
+            behind = {p: f"finished to {self._finished.get(p, '-')}, read to {self._handed[p]}"
+                      for p in partitions if self._finished.get(p, -1) < self._handed.get(p, -1)}  # fmt: skip
         log.warning("revoked partitions still have events in flight; their next owner may process them again",
-                    events_in_flight=behind, waited_s=timeout_s)  # fmt: skip
+                    offsets=behind, waited_s=timeout_s)  # fmt: skip
         return False
 
     def _forget(self, partitions: set[int]) -> None:

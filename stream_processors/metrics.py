@@ -105,3 +105,7 @@ ALERT_STATE_CATCH_UP_SECONDS = Histogram(
     ["outcome"],  # caught_up, gave_up (WAIT_S passed) or failed (Kafka unreachable)
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+ALERTS_ALREADY_ANNOUNCED = Counter(
+    "guardian_worker_alerts_already_announced",
+    "Alert transitions left out because the fleet announced them already (events processed twice)",
+)

@@ -69,6 +69,12 @@ def alert_event(alert: dict, repeat: bool = False, silenced: bool = False) -> di
     }
 
 
+def same_transition(announced: dict, alert: dict) -> bool:
+    """Whether an announced AlertEvent (the alert's Redis record) is this alert state's transition: the same
+    status of the same episode (its start, its end) from the same event."""
+    return all(announced.get(k) == alert.get(k) for k in ("fingerprint", "status", "starts_at", "ends_at", "event_id"))
+
+
 def alert_key(alert: dict) -> str:
     """The notification key of this alert state (sinks/alert_history.py)."""
     return notification_key(alert["fingerprint"], alert["status"], alert["starts_at"], alert.get("last_notified_us"))
@@ -209,6 +215,7 @@ class AlertPublisher:
 
     async def publish(self, notifications: Sequence[Notification]) -> None:
         """Topic and webhooks once; Redis retried until it takes them (the ingest loop waits meanwhile)."""
+        notifications = await self._not_announced(notifications)
         if not notifications:
             return
         for n in notifications:
@@ -231,6 +238,28 @@ class AlertPublisher:
                 log.warning("alerts not in Redis yet; retrying", error=repr(exc), in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _not_announced(self, notifications: Sequence[Notification]) -> list[Notification]:
+        """Leave out the transitions the fleet announced already. Events processed twice (by a worker killed
+        before it committed them, then by the partition's next owner) make the same transition twice; the
+        alert's record in Redis, written by whoever announced it first, tells. Redis away: announce (an
+        alert sent twice rather than none)."""
+        changes = [n for n in notifications if not n.repeat]
+        if not changes:
+            return list(notifications)
+        try:
+            current = await self.client.mget([ALERT_KEY.format(n.alert["fingerprint"]) for n in changes])
+        except redis.RedisError:
+            return list(notifications)
+        told = {
+            id(n)
+            for n, body in zip(changes, current, strict=True)
+            if body and same_transition(json.loads(body), n.alert)
+        }
+        if told:
+            metrics.ALERTS_ALREADY_ANNOUNCED.inc(len(told))
+            log.info("alert transitions announced already, left out", count=len(told))
+        return [n for n in notifications if id(n) not in told]
 
     def _record_redis(self, notifications: Sequence[Notification], attempt: int, at: datetime, error: str | None,
                       latency_s: float) -> None:  # fmt: skip
