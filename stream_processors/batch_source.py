@@ -16,6 +16,7 @@ consumer closes (at-least-once; the sinks are idempotent, so the stores end up e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
@@ -222,13 +223,21 @@ class BatchSource:
                     self._finished[partition] = offset
             self._progress.notify_all()
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
-            self._commit_done()
+            self._commit_soon()
 
     def commit_due(self) -> None:
         """Commit what is done if COMMIT_INTERVAL_S has passed: called while idle, so the last batches
         before a pause are committed too, not only when the next batch completes."""
         if self._done and time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
-            self._commit_done()
+            self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        """Commit on the source's thread, after the read in progress (IDLE_WAIT_S at most): librdkafka calls
+        on one consumer from two threads at once are what the worker's one abort inside librdkafka
+        (`rd_kafka_enq_once_del_source_return`, a commit racing a rebalance's) points at."""
+        self._last_commit = time.monotonic()  # not again until this one ran
+        with contextlib.suppress(RuntimeError):  # closed: close() committed what was done
+            self._thread.submit(self._commit_done)
 
     @property
     def uncommitted(self) -> bool:

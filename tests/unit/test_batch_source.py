@@ -8,6 +8,7 @@ are dropped (its new owner re-reads them); end-of-partition is not an error.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from confluent_kafka import KafkaError, TopicPartition
 
@@ -34,11 +35,13 @@ class Consumer:
         self.config = config
         self.commits: list[tuple[list[tuple[int, int]], bool]] = []
         self.ready: list[Message] = []
+        self.commit_threads: list[str] = []
 
     def subscribe(self, topics, on_assign, on_revoke, on_lost) -> None:
         self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commit_threads.append(threading.current_thread().name)
         self.commits.append(([(tp.partition, tp.offset) for tp in offsets], asynchronous))
 
     def consume(self, n: int, timeout: float) -> list[Message]:
@@ -60,6 +63,11 @@ def make() -> tuple[BatchSource, Consumer]:
     return source, made[0]
 
 
+def on_its_thread(source: BatchSource) -> None:
+    """Wait for what was queued on the source's one consumer thread (commits are made there)."""
+    source._thread.submit(lambda: None).result(timeout=5)
+
+
 def test_the_consumer_commits_nothing_by_itself_and_reads_from_the_start():
     _, consumer = make()
     assert consumer.config["enable.auto.commit"] is False
@@ -71,17 +79,22 @@ def test_finished_batches_are_committed_as_the_highest_offset_plus_one_per_parti
     monkeypatch.setattr(batch_source, "COMMIT_INTERVAL_S", 0.0)
     source, consumer = make()
     source.commit([Message(0, 5), Message(0, 7), Message(1, 3)])
+    on_its_thread(source)
     assert consumer.commits == [([(0, 8), (1, 4)], True)]  # asynchronous: librdkafka keeps their order
     assert not source.uncommitted
+    # Never from the caller's thread (the event loop's) while the source's thread reads: one thread per consumer.
+    assert consumer.commit_threads[0].startswith("batch-source")
 
 
 def test_a_commit_waits_for_the_interval_and_an_idle_source_still_makes_it(monkeypatch):
     monkeypatch.setattr(batch_source, "COMMIT_INTERVAL_S", 3600.0)
     source, consumer = make()
     source.commit([Message(2, 10)])
+    on_its_thread(source)
     assert consumer.commits == [] and source.uncommitted
     monkeypatch.setattr(batch_source, "COMMIT_INTERVAL_S", 0.0)
     source.commit_due()
+    on_its_thread(source)
     assert consumer.commits == [([(2, 11)], True)] and not source.uncommitted
 
 
@@ -148,7 +161,6 @@ def test_the_same_refusal_is_logged_once(monkeypatch):
 def test_a_revoked_partition_waits_until_its_events_in_flight_are_finished_then_commits_them(monkeypatch):
     """Its next owner must start after what this worker still processes: else both handle those events
     (both notify their alerts). The ingest loop finishes batches on its own thread meanwhile."""
-    import threading
     import time
 
     monkeypatch.setattr(batch_source, "COMMIT_INTERVAL_S", 3600.0)
