@@ -21,6 +21,7 @@ notification log (stream_processors/alerts/history.py), one row per alert, never
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -44,6 +45,10 @@ from guardian.stream_processors.outbox import Outbox
 
 log = get_logger(__name__)
 
+# The mark of a transition sent (`_not_announced`); kept as long as events may come twice: a redelivery
+# after a kill or a move comes within minutes (a replay, later, is told apart by the engine itself).
+SENT_KEY = "guardian:alert-sent:{}"
+SENT_KEPT_S = 3600
 __all__ = ["ACTIVE_SET", "ALERT_KEY", "CHANNEL", "SILENCES"]  # SILENCES: the hash lives in sinks/silences.py
 ALERTS_SUBJECT = "guardian.alerts.v1-value"
 SUMMARY_MAX = 2_000  # characters: the summary quotes the breaker's reason, itself capped at 4,096
@@ -69,10 +74,10 @@ def alert_event(alert: dict, repeat: bool = False, silenced: bool = False) -> di
     }
 
 
-def same_transition(announced: dict, alert: dict) -> bool:
-    """Whether an announced AlertEvent (the alert's Redis record) is this alert state's transition: the same
-    status of the same episode (its start, its end) from the same event."""
-    return all(announced.get(k) == alert.get(k) for k in ("fingerprint", "status", "starts_at", "ends_at", "event_id"))
+def transition_id(alert: dict) -> str:
+    """One transition of an alert: its status in one episode (start, end), reached by one event."""
+    text = "|".join(str(alert.get(k)) for k in ("fingerprint", "status", "starts_at", "ends_at", "event_id"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def alert_key(alert: dict) -> str:
@@ -240,26 +245,22 @@ class AlertPublisher:
                 delay = min(delay * 2, 5.0)
 
     async def _not_announced(self, notifications: Sequence[Notification]) -> list[Notification]:
-        """Leave out the transitions the fleet announced already. Events processed twice (by a worker killed
-        before it committed them, then by the partition's next owner) make the same transition twice; the
-        alert's record in Redis, written by whoever announced it first, tells. Redis away: announce (an
-        alert sent twice rather than none)."""
+        """Leave out the transitions the fleet sent already. Events processed twice (by a worker killed before
+        it committed them, then by the partition's next owner, whose copy of the alert state may not have
+        them yet) make the same transitions twice; whoever sent one first left its mark in Redis. Redis
+        away: send (an alert twice rather than none)."""
         changes = [n for n in notifications if not n.repeat]
         if not changes:
             return list(notifications)
         try:
-            current = await self.client.mget([ALERT_KEY.format(n.alert["fingerprint"]) for n in changes])
+            marks = await self.client.mget([SENT_KEY.format(transition_id(n.alert)) for n in changes])
         except redis.RedisError:
             return list(notifications)
-        told = {
-            id(n)
-            for n, body in zip(changes, current, strict=True)
-            if body and same_transition(json.loads(body), n.alert)
-        }
-        if told:
-            metrics.ALERTS_ALREADY_ANNOUNCED.inc(len(told))
-            log.info("alert transitions announced already, left out", count=len(told))
-        return [n for n in notifications if id(n) not in told]
+        sent = {id(n) for n, mark in zip(changes, marks, strict=True) if mark is not None}
+        if sent:
+            metrics.ALERTS_ALREADY_ANNOUNCED.inc(len(sent))
+            log.warning("alert transitions sent already by another worker, left out", count=len(sent))
+        return [n for n in notifications if id(n) not in sent]
 
     def _record_redis(self, notifications: Sequence[Notification], attempt: int, at: datetime, error: str | None,
                       latency_s: float) -> None:  # fmt: skip
@@ -281,6 +282,8 @@ class AlertPublisher:
             alert = n.alert
             body = json.dumps(alert_event(alert, repeat=n.repeat, silenced=n.silenced))
             pipe.set(ALERT_KEY.format(alert["fingerprint"]), body)
+            if not n.repeat:
+                pipe.set(SENT_KEY.format(transition_id(alert)), 1, ex=SENT_KEPT_S)
             if alert["status"] == "FIRING":
                 pipe.sadd(ACTIVE_SET, alert["fingerprint"])
             else:

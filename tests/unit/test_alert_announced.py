@@ -1,14 +1,13 @@
-"""A transition the fleet announced already is not announced again (stream_processors/alerts/outputs.py)."""
+"""A transition the fleet sent already is not sent again (stream_processors/alerts/outputs.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import redis.asyncio as redis
 
 from guardian.stream_processors.alerts.engine import Notification
-from guardian.stream_processors.alerts.outputs import AlertPublisher, alert_event, same_transition
+from guardian.stream_processors.alerts.outputs import SENT_KEY, AlertPublisher, transition_id
 
 
 def alert(status: str = "FIRING", starts_at: int = 100, ends_at: int | None = None, event_id: str = "e1") -> dict:
@@ -32,24 +31,23 @@ def not_announced(client: Client, notifications: list[Notification]) -> list[Not
     return asyncio.run(publisher._not_announced(notifications))
 
 
-def test_the_same_transition_is_the_same_status_episode_and_event():
-    fired = alert_event(alert())
-    assert same_transition(fired, alert())
-    assert not same_transition(fired, alert(starts_at=200))  # fired again later: a new episode
-    assert not same_transition(fired, alert("RESOLVED", ends_at=150))
-    assert not same_transition(fired, alert(event_id="e2"))
+def test_a_transition_is_one_status_of_one_episode_reached_by_one_event():
+    assert transition_id(alert()) == transition_id(alert())
+    others = [alert(starts_at=200), alert("RESOLVED", ends_at=150), alert(event_id="e2")]
+    assert len({transition_id(a) for a in [alert(), *others]}) == 4
 
 
-def test_announced_transitions_are_left_out_and_repeats_and_new_ones_kept():
-    stored = {"guardian:alert:fp": json.dumps(alert_event(alert())).encode()}
-    again, repeat = Notification(alert()), Notification(alert(), repeat=True)
-    resolved = Notification(alert("RESOLVED", ends_at=150))
-    assert not_announced(Client(stored), [again, repeat, resolved]) == [repeat, resolved]
-    assert not_announced(Client(), [again]) == [again]  # nothing in Redis (a new alert, or a flushed view)
+def test_sent_transitions_are_left_out_and_repeats_and_new_ones_kept():
+    # Fired, resolved 50 events later, then both events redelivered to a worker whose state lacks them:
+    # the alert's newest record says RESOLVED, but the FIRING was sent too.
+    fired, resolved = alert(), alert("RESOLVED", ends_at=150)
+    stored = {SENT_KEY.format(transition_id(fired)): b"1", SENT_KEY.format(transition_id(resolved)): b"1"}
+    again, repeat, new = Notification(fired), Notification(fired, repeat=True), Notification(alert(starts_at=300))
+    assert not_announced(Client(stored), [again, repeat, Notification(resolved), new]) == [repeat, new]
+    assert not_announced(Client(), [again]) == [again]  # no mark (a new alert, or a flushed Redis)
 
 
-def test_with_redis_away_everything_is_announced():
-    stored = {"guardian:alert:fp": json.dumps(alert_event(alert())).encode()}
-    client = Client(stored, down=True)
+def test_with_redis_away_everything_is_sent():
+    stored = {SENT_KEY.format(transition_id(alert())): b"1"}
     again = Notification(alert())
-    assert not_announced(client, [again]) == [again]
+    assert not_announced(Client(stored, down=True), [again]) == [again]
