@@ -47,7 +47,6 @@ class AlertHook:
         self._ticked_at = 0.0
         self._moved = threading.Event()  # set from the consumer's thread when partitions move
         self._moved.set()  # the first call learns the topic's id
-        self._flushing: set[asyncio.Future] = set()
         engine.silences = lambda: self._silences
 
     def partitions_moved(self, kind: str, partitions: list[int]) -> None:
@@ -76,22 +75,6 @@ class AlertHook:
             self._ticked_at = now
         if notifications:
             await self.publisher.publish(notifications)
-            self._make_durable_now()
-
-    def _make_durable_now(self) -> None:
-        """Send the state behind what was just announced to the changelog now, not when the batch commits
-        (after PostgreSQL took it and every batch before it: seconds behind a backlog). A worker killed in
-        between has those transitions announced again by the next owner, for as long as that window is."""
-        if self.make_state_durable is None:
-            return
-        flush = asyncio.ensure_future(self.make_state_durable())
-        self._flushing.add(flush)  # a reference until done: the loop keeps only weak ones
-        flush.add_done_callback(self._flushed)
-
-    def _flushed(self, done: asyncio.Future) -> None:
-        self._flushing.discard(done)
-        if not done.cancelled() and done.exception() is not None:  # before_commit tries again, and fails the batch
-            log.warning("alert state not sent to its changelog yet", error=repr(done.exception()))
 
     async def before_commit(self) -> None:
         """Called by the ingest loop before it commits a batch's offsets: the alert state the batch
