@@ -84,3 +84,4 @@ class AlertHook:
         if written and self.make_state_durable is not None:
             await self.make_state_durable()
             self.engine.unflushed_writes -= written  # writes made meanwhile wait for the next call
+        await self.publisher.mark_sent()

@@ -217,6 +217,7 @@ class AlertPublisher:
         self.client = client
         self.webhooks = webhooks
         self.codec = EventCodec(load_alert_schema(), registry_url=registry_url, subject=ALERTS_SUBJECT)
+        self._unmarked: list[str] = []  # transitions sent to the outbox, not yet marked in Redis (mark_sent)
 
     async def publish(self, notifications: Sequence[Notification]) -> None:
         """Topic and webhooks once; Redis retried until it takes them (the ingest loop waits meanwhile)."""
@@ -228,6 +229,8 @@ class AlertPublisher:
             metrics.ALERTS.labels(alert["rule"], alert["severity"], alert["status"], str(n.repeat).lower()).inc()
             record = alert_event(alert, repeat=n.repeat, silenced=n.silenced)
             self.outbox.send(self.topic, self.codec.encode(record), key=alert["fingerprint"].encode())
+            if not n.repeat:
+                self._unmarked.append(transition_id(alert))
         self._notify_receivers([n for n in notifications if not n.silenced])
         delay = 0.05
         attempt = 0
@@ -262,6 +265,21 @@ class AlertPublisher:
             log.warning("alert transitions sent already by another worker, left out", count=len(sent))
         return [n for n in notifications if id(n) not in sent]
 
+    async def mark_sent(self) -> None:
+        """Leave the marks of the transitions sent so far, once Kafka has acknowledged them: a mark of a
+        record a crash kept from Kafka would silence its resend for good (called before each commit)."""
+        if not self._unmarked:
+            return
+        sent, self._unmarked = self._unmarked, []
+        await self.outbox.flush()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for transition in sent:
+                pipe.set(SENT_KEY.format(transition), 1, ex=SENT_KEPT_S)
+            await pipe.execute()
+        except redis.RedisError as exc:  # without them a redelivery may send these again, nothing worse
+            log.warning("marks of alerts sent not written", transitions=len(sent), error=repr(exc))
+
     def _record_redis(self, notifications: Sequence[Notification], attempt: int, at: datetime, error: str | None,
                       latency_s: float) -> None:  # fmt: skip
         """A row per notification and try of the Redis publish; a silenced one (not published) once, as such."""
@@ -282,8 +300,6 @@ class AlertPublisher:
             alert = n.alert
             body = json.dumps(alert_event(alert, repeat=n.repeat, silenced=n.silenced))
             pipe.set(ALERT_KEY.format(alert["fingerprint"]), body)
-            if not n.repeat:
-                pipe.set(SENT_KEY.format(transition_id(alert)), 1, ex=SENT_KEPT_S)
             if alert["status"] == "FIRING":
                 pipe.sadd(ACTIVE_SET, alert["fingerprint"])
             else:

@@ -51,3 +51,34 @@ def test_with_redis_away_everything_is_sent():
     stored = {SENT_KEY.format(transition_id(alert())): b"1"}
     again = Notification(alert())
     assert not_announced(Client(stored, down=True), [again]) == [again]
+
+
+def test_marks_are_left_only_once_kafka_acknowledged_the_records():
+    """A mark for a record a crash kept from Kafka would silence its resend by the next owner for good."""
+    steps: list[str] = []
+
+    class Outbox:
+        def send(self, topic, value, key) -> None:
+            steps.append("sent")
+
+        async def flush(self) -> None:
+            steps.append("acknowledged")
+
+    class Pipeline:
+        def set(self, key, value, ex) -> None:
+            steps.append(f"mark {key.removeprefix(SENT_KEY.format(''))[:8]} for {ex} s")
+
+        async def execute(self) -> None:
+            steps.append("marked")
+
+    class MarkingClient(Client):
+        def pipeline(self, transaction: bool) -> Pipeline:
+            return Pipeline()
+
+    publisher = AlertPublisher.__new__(AlertPublisher)
+    publisher.client, publisher.outbox, publisher._unmarked = MarkingClient(), Outbox(), []  # type: ignore[assignment]
+    publisher._unmarked.append(transition_id(alert()))
+    asyncio.run(publisher.mark_sent())
+    assert steps == ["acknowledged", f"mark {transition_id(alert())[:8]} for 3600 s", "marked"]
+    asyncio.run(publisher.mark_sent())  # nothing new: no flush, no write
+    assert len(steps) == 3 and publisher._unmarked == []
