@@ -9,6 +9,7 @@ dead-letter topic, is missing.
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,25 +94,33 @@ def dead_letters(settings: Settings, since_ms: int) -> tuple[set[tuple[int, int]
 
 
 def read_records(settings: Settings, wanted: dict[int, list[tuple[int, int]]]) -> list[DecodedRecord]:
-    """Read and decode the records of partition -> [(first, last)] offset ranges."""
+    """Read and decode the records of partition -> [(first, last)] offset ranges (disjoint).
+
+    One pass per partition from its lowest wanted offset to its highest, decoding only the wanted ones:
+    reading range after range cost a round trip each, and 10,000 scattered dead letters (single-offset
+    ranges) took over ten minutes where one pass over their 370k neighbours takes seconds."""
     codec = EventCodec(registry_url=settings.schema_registry_url)
+    spans = {p: sorted(found) for p, found in wanted.items() if found}
+    firsts = {p: [first for first, _ in found] for p, found in spans.items()}
+    bounds = {p: (found[0][0], max(last for _, last in found) + 1) for p, found in spans.items()}
     records = []
-    rounds = max((len(r) for r in wanted.values()), default=0)
     consumer = Consumer(client_config(settings, {"group.id": f"{settings.worker_group}-verify-{uuid.uuid4().hex[:6]}",
                                                  "enable.auto.commit": False, "log_level": 0}))  # fmt: skip
     try:
-        for i in range(rounds):  # one range per partition at a time: consume_ranges takes one each
-            ranges = {p: (spans[i][0], spans[i][1] + 1) for p, spans in wanted.items() if i < len(spans)}
-            for batch in consume_ranges(consumer, settings.events_topic, ranges):
-                for message in batch:
-                    record = DecodedRecord(message.partition(), message.offset())
-                    try:
-                        event = codec.decode(message.value() or b"")
-                        record.producer_id, record.sequence = event["producer_id"], event["sequence"]
-                        record.event_time_us, record.event_id = event["event_time"], event["event_id"]
-                    except CodecError:
-                        record.readable = False
-                    records.append(record)
+        for batch in consume_ranges(consumer, settings.events_topic, bounds):
+            for message in batch:
+                partition, offset = message.partition(), message.offset()
+                at = bisect.bisect_right(firsts[partition], offset) - 1
+                if at < 0 or offset > spans[partition][at][1]:
+                    continue  # between the wanted ranges
+                record = DecodedRecord(partition, offset)
+                try:
+                    event = codec.decode(message.value() or b"")
+                    record.producer_id, record.sequence = event["producer_id"], event["sequence"]
+                    record.event_time_us, record.event_id = event["event_time"], event["event_id"]
+                except CodecError:
+                    record.readable = False
+                records.append(record)
     finally:
         consumer.close()
     return records
