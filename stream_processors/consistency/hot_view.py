@@ -68,12 +68,13 @@ def compare(key: str, field: str | None, seen: bytes | None, expected: dict) -> 
         return KeyFinding(ABSENT, key, field, seen, expected)
     try:
         held = orjson.loads(seen)
-        held_time, held_sequence, held_id = int(held["event_time"]), int(held["sequence"]), held["event_id"]
+        # A UUID's hex digits may come in either case; PostgreSQL gives them lower case.
+        held_time, held_sequence, held_id = int(held["event_time"]), int(held["sequence"]), held["event_id"].lower()
         same_producer = held["producer_id"] == expected["producer_id"]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return KeyFinding(CORRUPT, key, field, seen, expected)
     if held_id == expected["event_id"]:
-        return None if held == expected else KeyFinding(CORRUPT, key, field, seen, expected)
+        return None if {**held, "event_id": held_id} == expected else KeyFinding(CORRUPT, key, field, seen, expected)
     newer = (held_sequence > expected["sequence"]) if same_producer else held_time >= expected["event_time"]
     return None if newer else KeyFinding(STALE, key, field, seen, expected)
 

@@ -60,6 +60,10 @@ def test_a_key_may_be_newer_than_the_row_read_but_never_older():
     assert compare("k", None, None, expected).kind == ABSENT
     assert compare("k", None, b"\x00garbage", expected).kind == CORRUPT
     assert compare("k", None, orjson.dumps({**expected, "payload": {"metric": "n"}}), expected).kind == CORRUPT
+    # The event's id as its producer wrote it (upper-case hex digits) against PostgreSQL's lower-case uuid.
+    uuid = "f70d40c3-f48a-49a7-84e0-947b824de7f2"
+    written = orjson.dumps({**expected, "event_id": uuid.upper()})
+    assert compare("k", None, written, {**expected, "event_id": uuid}) is None
 
 
 def test_repair_ranges_cover_the_missing_offsets_in_runs():
