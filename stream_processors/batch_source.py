@@ -232,9 +232,9 @@ class BatchSource:
             self._commit_soon()
 
     def _commit_soon(self) -> None:
-        """Commit on the source's thread, after the read in progress (IDLE_WAIT_S at most), so that librdkafka
-        never sees two calls on this consumer at once: a commit beside a rebalance's own is the likely
-        trigger of the worker's one abort inside librdkafka (`rd_kafka_enq_once_del_source_return`)."""
+        """Commit on the source's thread, after the read in progress (IDLE_WAIT_S at most): librdkafka never
+        sees two calls on this consumer at once (not the cause of the aborts inside librdkafka on a broker
+        restart, docs/benchmarks.md#faults: they happen with it too)."""
         self._last_commit = time.monotonic()  # not again until this one ran
         with contextlib.suppress(RuntimeError):  # closed: close() committed what was done
             self._thread.submit(self._commit_done)
