@@ -41,7 +41,7 @@ from guardian.stream_processors import metrics
 from guardian.stream_processors.alerts.engine import Notification, Silence
 from guardian.stream_processors.alerts.history import NotificationLog
 from guardian.stream_processors.alerts.rules import RuleSet, Webhook
-from guardian.stream_processors.outbox import Outbox
+from guardian.stream_processors.outbox import Outbox, OutboxError
 
 log = get_logger(__name__)
 
@@ -262,7 +262,7 @@ class AlertPublisher:
         sent = {id(n) for n, mark in zip(changes, marks, strict=True) if mark is not None}
         if sent:
             metrics.ALERTS_ALREADY_ANNOUNCED.inc(len(sent))
-            log.warning("alert transitions sent already by another worker, left out", count=len(sent))
+            log.warning("alert transitions sent already (processed twice), left out", count=len(sent))
         return [n for n in notifications if id(n) not in sent]
 
     async def mark_sent(self) -> None:
@@ -271,7 +271,11 @@ class AlertPublisher:
         if not self._unmarked:
             return
         sent, self._unmarked = self._unmarked, []
-        await self.outbox.flush()
+        try:
+            await self.outbox.flush()
+        except OutboxError:  # Kafka has not acknowledged them yet: marked at a later commit
+            self._unmarked = sent + self._unmarked
+            return
         try:
             pipe = self.client.pipeline(transaction=False)
             for transition in sent:

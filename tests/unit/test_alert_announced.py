@@ -82,3 +82,16 @@ def test_marks_are_left_only_once_kafka_acknowledged_the_records():
     assert steps == ["acknowledged", f"mark {transition_id(alert())[:8]} for 3600 s", "marked"]
     asyncio.run(publisher.mark_sent())  # nothing new: no flush, no write
     assert len(steps) == 3 and publisher._unmarked == []
+
+
+def test_marks_wait_for_a_later_commit_while_kafka_has_not_acknowledged():
+    from guardian.stream_processors.outbox import OutboxError
+
+    class Outbox:
+        async def flush(self) -> None:
+            raise OutboxError("1 record(s) not acknowledged by Kafka within 30 s")
+
+    publisher = AlertPublisher.__new__(AlertPublisher)
+    publisher.client, publisher.outbox, publisher._unmarked = Client(), Outbox(), ["t1"]  # type: ignore[assignment]
+    asyncio.run(publisher.mark_sent())  # no exception: the batch's commit must not fail for a mark
+    assert publisher._unmarked == ["t1"]
