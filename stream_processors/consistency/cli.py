@@ -71,13 +71,17 @@ async def _repair(settings: Settings, report: VerifyReport) -> dict:
     import redis.asyncio as redis
 
     from guardian.stream_processors.consistency.repair import RepairReport, redrive_missing, rewrite_keys
+    from guardian.stream_processors.consistency.verify import keys_now
 
     done = RepairReport()
     bar = ProgressLine()
     await redrive_missing(settings, report.missing, done, lambda n, total: bar("re-drive", n, total))
+    keys = report.keys
+    if keys and done.rows_inserted:  # a stale key's newest row may be one that just came back
+        keys = await keys_now(settings, report.window)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
     try:
-        await rewrite_keys(client, report.keys, done)
+        await rewrite_keys(client, keys, done)
     finally:
         await client.aclose()
     return done.__dict__

@@ -78,11 +78,28 @@ class VerifyReport:
         }  # fmt: skip
 
 
+def row_bounds(settings: Settings, window: Window) -> tuple:
+    """The event times the window's rows are searched between."""
+    return utc(window.start_s) - ROWS_SLACK, utc(time.time() + settings.max_future_skew_s + 60)
+
+
+async def keys_now(settings: Settings, window: Window) -> list[KeyFinding]:
+    """The hot view's wrong keys as they are now (after a repair re-drove rows: a key's newest row may be
+    one of them, and what the first look expected is then out of date)."""
+    conn = await asyncpg.connect(settings.postgres_dsn, timeout=10)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    try:
+        return (await hot_view.check(conn, client, window.ranges, *row_bounds(settings, window)))[1]
+    finally:
+        await conn.close()
+        await client.aclose()
+
+
 async def verify(settings: Settings, since_s: float, settle_s: float = 10.0) -> VerifyReport:
     began = time.monotonic()
     window = await asyncio.to_thread(take_window, settings, since_s, settle_s)
     report = VerifyReport(window)
-    rows_from, rows_to = utc(window.start_s) - ROWS_SLACK, utc(time.time() + settings.max_future_skew_s + 60)
+    rows_from, rows_to = row_bounds(settings, window)
     conn = await asyncpg.connect(settings.postgres_dsn, timeout=10)
     with contextlib.suppress(asyncpg.PostgresError):  # PostgreSQL 14+; older servers just lack the safeguard
         # A verification killed for overrunning (the fleet's watch does that) must not leave its query running
