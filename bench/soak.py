@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import defaultdict, deque
 from pathlib import Path
 
@@ -44,15 +43,14 @@ import click
 import httpx
 import redis
 from confluent_kafka import ConsumerGroupState
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from bench.machine import describe_machine
 from bench.pipeline import GUARDIAN, POLL_INTERVAL_S, _percentile
 from bench.recovery import Fleet, _lag
+from bench.stores import isolated
 from guardian.kafka_config import client_config
-from guardian.schemas.checkpoint import TOPIC_CONFIG
 from guardian.settings import REPO_ROOT, Settings
-from guardian.sinks.databases import create_database, drop_database, in_database
 
 LEAD_IN_S = 10.0
 SAMPLE_EVERY = 25  # every 25th event is an emit -> Redis sample (200/s at 5k/s)
@@ -371,34 +369,25 @@ def _emit_wait(probe: LatencyProbe, producer: subprocess.Popen[str], seconds: fl
 def run_soak_bench(settings: Settings, minutes: float, rate: int = 5000, workers: int = 2) -> dict:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /metrics scrape otherwise
     p = plan(minutes)
-    suffix = uuid.uuid4().hex[:8]
-    topic, alerts_topic, checkpoints_topic = (f"bench.soak.{k}.{suffix}" for k in ("events", "alerts", "ckpt"))
-    admin = AdminClient(client_config(settings))
-    created = [NewTopic(topic, settings.events_partitions, 1), NewTopic(alerts_topic, 3, 1),
-               NewTopic(checkpoints_topic, 1, 1, config=TOPIC_CONFIG)]  # fmt: skip
-    for future in admin.create_topics(created).values():
-        future.result(timeout=30)
-    name = f"guardian_soak_{suffix}"
-    asyncio.run(create_database(settings.postgres_admin_dsn, name))
-    database = int(os.environ.get("GUARDIAN_SOAK_REDIS_DB", "6"))
-    bench = settings.model_copy(update={
-        "events_topic": topic, "alerts_topic": alerts_topic, "checkpoints_topic": checkpoints_topic,
-        "redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{database}",
-        "postgres_dsn": in_database(settings.postgres_dsn, name),
-        "postgres_admin_dsn": in_database(settings.postgres_admin_dsn, name),
-    })  # fmt: skip
-    redis.Redis.from_url(bench.redis_url).flushdb()
-    producer_id = f"soak-{suffix}"
     result: dict = {"machine": describe_machine(), "minutes": minutes, "rate_events_per_s": rate, "workers": workers,
                     "lead_in_s": LEAD_IN_S, **{k: v for k, v in p.items() if k != "seconds"}}  # fmt: skip
-    click.echo(f"soak: {minutes:g} min at {rate} events/s, {workers} worker(s), database {name},"
-               f" Redis db {database}; sampling every {p['sample_s']:.0f} s")  # fmt: skip
     wall = time.monotonic()
-    fleet: Fleet | None = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp)
-            fleet = Fleet(bench, workdir, "30")
+    with isolated(settings, "soak", redis_db_env="GUARDIAN_SOAK_REDIS_DB", redis_db=6) as bench:
+        click.echo(f"soak: {minutes:g} min at {rate} events/s, {workers} worker(s), database"
+                   f" {bench.postgres_dsn.rsplit('/', 1)[1]}, Redis {bench.redis_url};"
+                   f" sampling every {p['sample_s']:.0f} s")  # fmt: skip
+        result.update(_with_fleet(bench, p, rate, workers))
+    result["wall_clock_s"] = round(time.monotonic() - wall, 1)
+    _print_table(result)
+    return result
+
+
+def _with_fleet(bench: Settings, p: dict, rate: int, workers: int) -> dict:
+    producer_id = f"soak-{bench.events_topic.rsplit('.', 1)[1]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        fleet = Fleet(bench, workdir, "30")
+        try:
             # The fleet verifies itself (stream_processors/consistency/watch.py): the owner of partition 0 runs
             # `guardian verify` every verify_every_s over the last 1.5x that, niced, killed if it overruns.
             fleet.env.update({"GUARDIAN_VERIFY_INTERVAL_S": f"{p['verify_every_s']:g}",
@@ -409,25 +398,20 @@ def run_soak_bench(settings: Settings, minutes: float, rate: int = 5000, workers
             for _ in range(workers):
                 fleet.start()
             producer = subprocess.Popen(
-                [sys.executable, "-m", "bench.soak_producer", topic, producer_id, str(workdir / "spool"), str(rate),
-                 str(LEAD_IN_S + p["seconds"]), str(SAMPLE_EVERY)],
+                [sys.executable, "-m", "bench.soak_producer", bench.events_topic, producer_id, str(workdir / "spool"),
+                 str(rate), str(LEAD_IN_S + p["seconds"]), str(SAMPLE_EVERY)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(workdir / "producer.log", "w"),  # noqa: SIM115
                 text=True, cwd=REPO_ROOT, env=fleet.env,
             )  # fmt: skip
             try:
-                result.update(_run(bench, p, fleet, producer, producer_id, cli_env, workdir))
+                return _run(bench, p, fleet, producer, producer_id, cli_env, workdir)
             finally:
                 if producer.poll() is None:
                     producer.kill()
                 fleet.stop()
-    finally:
-        redis.Redis.from_url(bench.redis_url).flushdb()
-        asyncio.run(drop_database(settings.postgres_admin_dsn, name))
-        group = fleet.group if fleet else suffix
-        admin.delete_topics([t for t in admin.list_topics(timeout=10).topics if suffix in t or group in t])
-    result["wall_clock_s"] = round(time.monotonic() - wall, 1)
-    _print_table(result)
-    return result
+        finally:  # the fleet's own topics (Faust's table changelogs) are named after its group
+            admin = AdminClient(client_config(bench))
+            admin.delete_topics([t for t in admin.list_topics(timeout=10).topics if fleet.group in t])
 
 
 def _run(bench: Settings, p: dict, fleet: Fleet, producer: subprocess.Popen[str], producer_id: str,

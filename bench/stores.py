@@ -18,9 +18,11 @@ from guardian.sinks.databases import create_database, drop_database, in_database
 
 
 @contextmanager
-def isolated(settings: Settings, label: str) -> Iterator[Settings]:
+def isolated(
+    settings: Settings, label: str, redis_db_env: str = "GUARDIAN_BENCH_REDIS_DB", redis_db: int = 5
+) -> Iterator[Settings]:
     """Settings whose events, alerts and checkpoints topics, database (owner's DSN for both roles) and Redis
-    database GUARDIAN_BENCH_REDIS_DB (default 5) are the benchmark's; all of them are gone afterwards."""
+    database (`redis_db_env`, default `redis_db`) are the benchmark's; all of them are gone afterwards."""
     suffix = uuid.uuid4().hex[:8]
     topics = {kind: f"bench.{label}.{kind}.{suffix}" for kind in ("events", "alerts", "ckpt")}
     admin = AdminClient(client_config(settings))
@@ -30,7 +32,7 @@ def isolated(settings: Settings, label: str) -> Iterator[Settings]:
         future.result(timeout=30)
     name = f"guardian_bench_{label}_{suffix}"
     asyncio.run(create_database(settings.postgres_admin_dsn, name))
-    database = int(os.environ.get("GUARDIAN_BENCH_REDIS_DB", "5"))
+    database = int(os.environ.get(redis_db_env, str(redis_db)))
     bench = settings.model_copy(update={
         "events_topic": topics["events"], "alerts_topic": topics["alerts"], "checkpoints_topic": topics["ckpt"],
         "redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{database}",
